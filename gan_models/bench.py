@@ -1,0 +1,127 @@
+"""Benchmarks that report ratios against a reference run in the same process.
+
+``bench_train``: the trainer with its default features on (EMA, progress bar, stats every 50
+steps, deterministic kernels on CPU) against a bare PyTorch loop of the same networks, losses and
+optimizers. Rounds alternate trainer and bare loop so that machine noise hits both alike.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import tempfile
+import time
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from gan_models.config import TrainParams
+from gan_models.data.format import ImageSet
+from gan_models.families import get_family
+from gan_models.training import StepInfo, train
+from gan_models.training.batches import BatchStream
+from gan_models.training.loop import select_device
+
+
+def _synthetic(n: int, channels: int, size: int) -> ImageSet:
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (n, channels, size, size), dtype=np.uint8)
+    return ImageSet({"images": images}, None, {"kind": "images"})
+
+
+def _time_trainer(params: TrainParams, data: ImageSet, warmup: int, steps: int) -> float:
+    """Seconds for ``steps`` trainer steps after ``warmup``; run setup and the end are outside."""
+    marks: dict[int, float] = {}
+
+    def clock(info: StepInfo) -> None:
+        if info.step in (warmup, warmup + steps):
+            marks[info.step] = time.perf_counter()
+
+    p = params.model_copy(deep=True)
+    p.train.steps = warmup + steps + 1  # the final step's checkpoint falls outside the window
+    with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stderr(io.StringIO()):
+        train(p, tmp, data=data, callbacks=[clock])
+    return marks[warmup + steps] - marks[warmup]
+
+
+def _time_bare(params: TrainParams, data: ImageSet, warmup: int, steps: int) -> float:
+    """The same networks, loss and Adam in a plain loop, as one would write it by hand."""
+    family = get_family(params.model.family)
+    device = select_device(params.train.device)
+    t = params.train
+    stream = BatchStream(data, params.data.image_size, t.batch_size, t.seed, device)
+    nets = family.build(params, stream.spec())
+    G, D = nets["G"].to(device).train(), nets["D"].to(device).train()
+    opt_g = torch.optim.Adam(G.parameters(), lr=t.lr, betas=t.betas)
+    opt_d = torch.optim.Adam(D.parameters(), lr=t.lr, betas=t.betas)
+    real_all = stream.tensors["images"]  # (N, C, H, W), already in [-1, 1]
+    n, b, z = real_all.shape[0], t.batch_size, params.model.latent_dim
+    start = 0.0
+    for i in range(warmup + steps):
+        if i == warmup:
+            start = time.perf_counter()
+        idx = torch.randint(0, n, (b,), device=device)
+        real = real_all[idx]  # (B, C, H, W)
+        G.requires_grad_(False)
+        D.requires_grad_(True)
+        opt_d.zero_grad(set_to_none=True)
+        fake = G(torch.randn(b, z, device=device)).detach()
+        loss_d = F.softplus(-D(real)).mean() + F.softplus(D(fake)).mean()
+        loss_d.backward()
+        opt_d.step()
+        G.requires_grad_(True)
+        D.requires_grad_(False)
+        opt_g.zero_grad(set_to_none=True)
+        loss_g = F.softplus(-D(G(torch.randn(b, z, device=device)))).mean()
+        loss_g.backward()
+        opt_g.step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def bench_train(
+    family: str = "dcgan",
+    image_size: int = 64,
+    batch_size: int = 64,
+    channels: int = 3,
+    steps: int = 50,
+    warmup: int = 3,
+    rounds: int = 3,
+    width: int = 64,
+    latent_dim: int = 100,
+    device: str = "auto",
+    amp: str = "none",
+) -> dict[str, Any]:
+    """Images/s of the trainer and of a bare loop, and their ratio (trainer / bare)."""
+    if family not in ("vanilla", "dcgan"):
+        raise ValueError("the bare reference loop is written for vanilla and dcgan")
+    params = TrainParams(
+        model={"family": family, "width": width, "latent_dim": latent_dim},
+        data={"image_size": image_size},
+        train={"batch_size": batch_size, "device": device, "amp": amp},
+    )
+    data = _synthetic(max(batch_size * 8, 512), channels, image_size)
+    trainer_s, bare_s = [], []
+    for _ in range(rounds):
+        trainer_s.append(_time_trainer(params, data, warmup, steps))
+        bare_s.append(_time_bare(params, data, warmup, steps))
+    images = steps * batch_size * rounds
+    ips, bare_ips = images / sum(trainer_s), images / sum(bare_s)
+    return {
+        "benchmark": "train",
+        "family": family,
+        "image_size": image_size,
+        "batch_size": batch_size,
+        "steps_per_round": steps,
+        "rounds": rounds,
+        "device": str(select_device(device)),
+        "threads": torch.get_num_threads(),
+        "trainer_seconds": [round(s, 3) for s in trainer_s],
+        "bare_seconds": [round(s, 3) for s in bare_s],
+        "images_per_s": round(ips, 2),
+        "bare_images_per_s": round(bare_ips, 2),
+        "ratio": round(ips / bare_ips, 4),
+    }

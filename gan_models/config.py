@@ -1,0 +1,221 @@
+"""Typed configuration: ``params/*.yaml`` into pydantic models that reject unknown keys and wrong types.
+
+A params file may name another with ``extends: other.yaml`` (resolved relative to the file); its
+sections are merged under this file's. ``--set section.key=value`` overrides go on top, with the
+value parsed as YAML (``1e-4``, ``true``, ``[0.5, 0.999]``). Every error names the file and the
+dotted key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from gan_models.errors import ConfigError
+
+
+class Section(BaseModel):
+    """Base for every params section: unknown keys are errors, values are checked on assignment."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(Section):
+    """Which dataset the trainer reads and how it is shaped for the model."""
+
+    path: str = Field("data/raw/mnist5k", description="dataset directory (raw or processed)")
+    split: str | None = Field(None, description="sub-folder of a processed dataset, e.g. train")
+    image_size: int = Field(32, ge=4, description="square side the images are resized to")
+
+
+class ModelConfig(Section):
+    """Network shapes. Families read the keys that apply to them."""
+
+    family: str = "dcgan"
+    latent_dim: int = Field(64, ge=1)
+    width: int = Field(64, ge=1, description="base channels (conv) or hidden units (MLP)")
+    depth: int = Field(3, ge=1, description="hidden layers of MLP families")
+    spectral_norm: bool = False
+    d_norm: Literal["batch", "layer", "none"] | None = Field(
+        None, description="critic/discriminator normalisation; None = the family's default"
+    )
+    embed_dim: int = Field(16, ge=1, description="label embedding size of conditional families")
+
+
+class LossConfig(Section):
+    """Adversarial objective and regularisers."""
+
+    type: Literal["nonsaturating", "hinge", "wasserstein", "lsgan"] | None = Field(
+        None, description="None = the family's default"
+    )
+    n_critic: int | None = Field(None, ge=1, description="D steps per G step; None = default")
+    gp_weight: float = Field(10.0, ge=0, description="WGAN-GP gradient penalty weight")
+    clip: float = Field(0.01, gt=0, description="WGAN weight clipping bound")
+    r1_gamma: float = Field(0.0, ge=0, description="R1 penalty weight (0 = off)")
+    r1_every: int = Field(16, ge=1, description="lazy R1 interval in D steps")
+
+
+class TrainConfig(Section):
+    """The training loop. The run length is ``steps`` generator updates."""
+
+    steps: int = Field(2000, ge=1)
+    batch_size: int = Field(64, ge=1)
+    lr: float = Field(2e-4, gt=0, description="generator learning rate")
+    lr_d: float | None = Field(None, gt=0, description="discriminator learning rate; None = lr")
+    optimizer: Literal["adam", "rmsprop"] = "adam"
+    betas: tuple[float, float] = (0.5, 0.999)
+    ema_decay: float | None = Field(0.999, ge=0, lt=1, description="generator EMA; None = off")
+    ema_start: int = Field(0, ge=0, description="step after which the EMA starts averaging")
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    amp: Literal["none", "bf16", "fp16"] = "none"
+    deterministic: bool | None = Field(None, description="None = on for CPU, off for GPU")
+    checkpoint_every: int = Field(500, ge=1)
+    keep_checkpoints: int = Field(2, ge=1)
+    log_every: int = Field(50, ge=1, description="steps between stats.jsonl records")
+    sample_every: int = Field(0, ge=0, description="steps between sample grids (0 = end only)")
+    progress: bool = True
+
+
+class TrainParams(Section):
+    """A training params file: what ``ganops train PARAMS`` reads."""
+
+    name: str | None = Field(None, description="experiment name; default: the file's stem")
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    loss: LossConfig = LossConfig()
+    train: TrainConfig = TrainConfig()
+
+    @model_validator(mode="after")
+    def _family_known(self) -> TrainParams:
+        from gan_models.families import FAMILIES
+
+        if self.model.family not in FAMILIES:
+            raise ValueError(
+                f"model.family: unknown family {self.model.family!r}; "
+                f"expected one of {sorted(FAMILIES)}"
+            )
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def digest(self) -> str:
+        """A short hash of the resolved config (for lineage and run tags)."""
+        blob = json.dumps(self.to_dict(), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"{path}: params file not found")
+    if path.resolve() in seen:
+        raise ConfigError(f"{path}: 'extends' forms a cycle")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({e})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections at the top level")
+    base_name = data.pop("extends", None)
+    if base_name is None:
+        return data
+    base = _read_yaml(path.parent / str(base_name), (*seen, path.resolve()))
+    return _deep_merge(base, data)
+
+
+def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in top.items():
+        out[k] = (
+            _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        )
+    return out
+
+
+def parse_overrides(overrides: list[str] | tuple[str, ...] | None) -> list[tuple[list[str], Any]]:
+    """``["train.lr=1e-4"]`` -> ``[(["train", "lr"], 0.0001)]``; values are parsed as YAML."""
+    parsed = []
+    for item in overrides or ():
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. train.lr=1e-4")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError:
+            value = raw
+        parsed.append((key.strip().split("."), value))
+    return parsed
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str] | tuple[str, ...] | None) -> dict:
+    data = json.loads(json.dumps(data))  # deep copy of plain data
+    for keys, value in parse_overrides(overrides):
+        node = data
+        for k in keys[:-1]:
+            nxt = node.setdefault(k, {})
+            if not isinstance(nxt, dict):
+                raise ConfigError(f"--set {'.'.join(keys)}: {k!r} is not a section")
+            node = nxt
+        node[keys[-1]] = value
+    return data
+
+
+def _format_validation_error(source: str, err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        if e["type"] == "extra_forbidden":
+            lines.append(f"{loc}: unknown key")
+        else:
+            value = e.get("input")
+            shown = "" if isinstance(value, dict) else f" (got {value!r})"
+            lines.append(f"{loc}: {e['msg']}{shown}")
+    return f"{source}: " + "; ".join(lines)
+
+
+def validate_model(model: type[M], data: dict[str, Any], source: str) -> M:
+    """Build ``model`` from plain data; errors name ``source`` and each offending key."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(_format_validation_error(source, e)) from None
+
+
+def load_params(
+    path: str | Path, model: type[M] = TrainParams, overrides: list[str] | None = None
+) -> M:
+    """Load a whole params file (with ``extends`` and ``--set`` overrides) into ``model``."""
+    path = Path(path)
+    data = apply_overrides(_read_yaml(path), overrides)
+    if model is TrainParams and not data.get("name"):
+        data["name"] = path.stem
+    return validate_model(model, data, str(path))
+
+
+def load_section(
+    path: str | Path, section: str, model: type[M], overrides: list[str] | None = None
+) -> M:
+    """Load one section of a params file (e.g. ``evaluate`` of params/evaluate.yaml).
+
+    Overrides are given with the section prefix, as DVC and the CLI write them
+    (``evaluate.n_samples=1000``); overrides for other sections are ignored.
+    """
+    path = Path(path)
+    data = apply_overrides(_read_yaml(path), overrides)
+    if section not in data:
+        raise ConfigError(f"{path}: missing section {section!r}")
+    return validate_model(model, data[section] or {}, f"{path} [{section}]")
+
+
+def dump_yaml(obj: BaseModel | dict[str, Any]) -> str:
+    data = obj.model_dump(mode="json") if isinstance(obj, BaseModel) else obj
+    return yaml.safe_dump(data, sort_keys=False)

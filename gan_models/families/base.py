@@ -1,0 +1,116 @@
+"""The family interface: what a GAN family tells the trainer, and nothing the trainer owns.
+
+A family builds named networks and says which optimizer steps which of them, and lists the loss
+*phases* of one training step (StyleGAN2-ADA's Gmain/Dmain/Dreg). The trainer owns the loop:
+batches, backward, optimizer steps, AMP, EMA, checkpoints and logging. That split fits every
+family of the zoo:
+
+- one G and one D (Vanilla, DCGAN, WGAN, WGAN-GP): phases D (x n_critic), optional Dreg, G;
+- conditional (cGAN): the batch carries ``label`` and the generator takes labels;
+- several networks (CycleGAN): nets ``G_AB, G_BA, D_A, D_B`` with optimizer groups
+  ``{"G": [G_AB, G_BA], "D": [D_A, D_B]}`` and ``batch_kind="unpaired"`` (batches ``a``, ``b``);
+- paired data (SRGAN): ``batch_kind="paired"`` (batches ``a`` = low-res, ``b`` = high-res) and a
+  G phase whose loss adds the content term;
+- StyleGAN: G holds mapping + synthesis; lazy regularisers are phases with ``every=16``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import torch
+from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    from gan_models.config import TrainParams
+
+Nets = dict[str, nn.Module]
+Batch = dict[str, Tensor]
+Losses = dict[str, Tensor]
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """What the networks need to know about the data."""
+
+    channels: int
+    image_size: int
+    num_classes: int | None = None
+    kind: str = "images"
+    # For paired data: the size of the ``a`` (input) images, e.g. low-res for super-resolution.
+    input_size: int | None = None
+    input_channels: int | None = None
+
+
+@dataclass
+class StepContext:
+    """What a phase's loss function may use besides the networks and the batch."""
+
+    step: int  # generator steps done before this one
+    params: TrainParams
+    spec: DataSpec
+    device: torch.device
+    batch_size: int
+
+    def latents(self, n: int, dim: int | None = None) -> Tensor:
+        """Standard normal latents (n, dim) drawn from the trainer's (checkpointed) RNG."""
+        return torch.randn(n, dim or self.params.model.latent_dim, device=self.device)
+
+    def labels(self, n: int) -> Tensor | None:
+        """Uniform class labels (n,) for conditional families, else None."""
+        if not self.spec.num_classes:
+            return None
+        return torch.randint(0, self.spec.num_classes, (n,), device=self.device)
+
+
+LossFn = Callable[[Nets, Batch | None, StepContext], Losses]
+
+
+@dataclass
+class Phase:
+    """One optimizer step of a training step.
+
+    ``loss`` returns a dict whose ``"loss"`` entry is backpropagated; other entries are logged.
+    ``repeats`` runs the phase several times per step (n_critic), each on a fresh batch;
+    ``every`` runs it only on steps divisible by it (lazy regularisation), and the family should
+    scale the loss by ``every`` to keep the effective weight.
+    """
+
+    name: str
+    optimizer: str
+    loss: LossFn
+    repeats: int = 1
+    every: int = 1
+    needs_batch: bool = True
+    after: Callable[[Nets], None] | None = None  # e.g. WGAN's weight clipping
+
+
+@dataclass
+class Family:
+    """A GAN family: its networks, its phases and how it generates samples."""
+
+    name: str
+    description: str
+    paper: str
+    build: Callable[[TrainParams, DataSpec], Nets]
+    phases: Callable[[TrainParams, DataSpec], list[Phase]]
+    # generate(nets, z, labels) -> images (N, C, H, W) in [-1, 1]
+    generate: Callable[[Nets, Tensor, Tensor | None], Tensor]
+    optim_groups: dict[str, tuple[str, ...]] = field(
+        default_factory=lambda: {"G": ("G",), "D": ("D",)}
+    )
+    ema_nets: tuple[str, ...] = ("G",)
+    batch_kind: str = "images"
+    conditional: bool = False
+    default_loss: str = "nonsaturating"
+    default_n_critic: int = 1
+    allowed_losses: tuple[str, ...] = ("nonsaturating", "hinge", "wasserstein", "lsgan")
+    check: Callable[[TrainParams, DataSpec], None] | None = None
+
+    def loss_type(self, params: TrainParams) -> str:
+        return params.loss.type or self.default_loss
+
+    def n_critic(self, params: TrainParams) -> int:
+        return params.loss.n_critic or self.default_n_critic

@@ -1,0 +1,447 @@
+"""The trainer: one importable function that every entry point (CLI, DVC, Prefect, tests) calls.
+
+It owns the loop, not the maths: a family supplies networks and loss phases (see
+``gan_models.families.base``), the trainer does batches, backward, optimizer steps, AMP, EMA,
+checkpoints, logging and sample grids. Run folder layout::
+
+    RUN_DIR/config.yaml          resolved params
+    RUN_DIR/spec.json            data spec the networks were built for
+    RUN_DIR/log.txt              human-readable log
+    RUN_DIR/stats.jsonl          one JSON record per ``train.log_every`` steps
+    RUN_DIR/checkpoints/         step_XXXXXXXX.pt, full state, newest ``keep_checkpoints``
+    RUN_DIR/samples/             step_XXXXXXXX.png grids from fixed latents
+    RUN_DIR/generator.safetensors  final (EMA) generator weights
+    RUN_DIR/run.json             summary once the run completes
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from gan_models.config import TrainParams, dump_yaml, load_params
+from gan_models.data.format import ImageSet
+from gan_models.errors import ConfigError, GanopsError
+from gan_models.families import get_family
+from gan_models.families.base import DataSpec, Family, Nets, StepContext
+from gan_models.training.batches import BatchStream, load_training_set
+from gan_models.training.checkpoint import (
+    latest_checkpoint,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from gan_models.training.ema import EMA
+from gan_models.utils.images import save_grid
+from gan_models.utils.io import atomic_path, write_json_atomic, write_text_atomic
+
+log = logging.getLogger("ganops.train")
+
+# Keys that may differ between a run and its resumption: they change bookkeeping, not results.
+RESUMABLE_CHANGES = {
+    "train.steps",
+    "train.progress",
+    "train.checkpoint_every",
+    "train.keep_checkpoints",
+    "train.log_every",
+    "train.sample_every",
+}
+
+
+class TrainingDiverged(GanopsError):
+    """A loss became NaN or infinite."""
+
+
+@dataclass
+class StepInfo:
+    """What a callback sees after each generator step."""
+
+    step: int  # steps completed
+    total_steps: int
+    losses: dict[str, float]  # filled on logging steps only, else empty
+    nets: Nets
+    ema_nets: Nets
+    run_dir: Path
+    images_per_s: float | None = None
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    steps: int
+    seconds: float
+    images_per_s: float | None
+    final_losses: dict[str, float] = field(default_factory=dict)
+    resumed_from: int | None = None
+
+
+def select_device(name: str) -> torch.device:
+    if name != "auto":
+        if name == "cuda" and not torch.cuda.is_available():
+            raise ConfigError("train.device: cuda was asked for but no CUDA device is available")
+        if name == "mps" and not torch.backends.mps.is_available():
+            raise ConfigError("train.device: mps was asked for but MPS is not available")
+        return torch.device(name)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+@contextlib.contextmanager
+def deterministic_mode(enabled: bool, device: torch.device) -> Iterator[None]:
+    """Bit-exact kernels while training; the process-wide flags are restored afterwards."""
+    prev = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark)
+    if enabled and device.type == "cuda":
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(enabled)
+    torch.backends.cudnn.benchmark = not enabled and device.type == "cuda"
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(prev[0])
+        torch.backends.cudnn.benchmark = prev[1]
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        out.update(_flatten(v, key + ".") if isinstance(v, dict) else {key: v})
+    return out
+
+
+def _check_resume_config(saved: TrainParams, new: TrainParams, run_dir: Path) -> None:
+    a, b = _flatten(saved.to_dict()), _flatten(new.to_dict())
+    changed = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
+    changed = [k for k in changed if k not in RESUMABLE_CHANGES and k != "name"]
+    if changed:
+        raise ConfigError(
+            f"--resume: {run_dir} was trained with other params; these keys differ: "
+            + ", ".join(f"{k} ({a.get(k)!r} -> {b.get(k)!r})" for k in changed)
+        )
+
+
+def _make_optimizer(params: TrainParams, group: str, modules: list[nn.Module]):
+    t = params.train
+    lr = t.lr_d if (group == "D" and t.lr_d is not None) else t.lr
+    weights = [p for m in modules for p in m.parameters()]
+    if t.optimizer == "rmsprop":
+        return torch.optim.RMSprop(weights, lr=lr)
+    return torch.optim.Adam(weights, lr=lr, betas=t.betas)
+
+
+def _truncate_stats(path: Path, step: int) -> None:
+    """Drop records past ``step`` so a resumed run's stats read as one uninterrupted run."""
+    if not path.exists():
+        return
+    keep = [ln for ln in path.read_text().splitlines() if ln and json.loads(ln)["step"] <= step]
+    write_text_atomic(path, "".join(ln + "\n" for ln in keep))
+
+
+def sample_latents(n: int, latent_dim: int, seed: int) -> torch.Tensor:
+    """Latents from a private CPU generator: the same seed gives the same z on every device."""
+    return torch.randn(n, latent_dim, generator=torch.Generator().manual_seed(seed))  # (n, Z)
+
+
+@torch.no_grad()
+def generate_images(
+    family: Family,
+    nets: Nets,
+    params: TrainParams,
+    spec: DataSpec,
+    n: int,
+    seed: int,
+    labels: torch.Tensor | None = None,
+    batch_size: int = 256,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """n images (n, C, H, W) in [-1, 1] on CPU; conditional families get labels 0..K-1 cycled."""
+    device = next(nets["G"].parameters()).device
+    z = sample_latents(n, params.model.latent_dim, seed)
+    if family.conditional and labels is None:
+        assert spec.num_classes
+        labels = torch.arange(n) % spec.num_classes
+    was_training = {k: m.training for k, m in nets.items()}
+    for m in nets.values():
+        m.eval()
+    try:
+        chunks = []
+        for i in range(0, n, batch_size):
+            y = labels[i : i + batch_size].to(device) if labels is not None else None
+            chunks.append(family.generate(nets, z[i : i + batch_size].to(device), y).float().cpu())
+    finally:
+        for k, m in nets.items():
+            m.train(was_training[k])
+    return torch.cat(chunks).clamp_(-1, 1), labels
+
+
+def train(
+    params: TrainParams | str | Path,
+    run_dir: str | Path,
+    *,
+    resume: bool = False,
+    overrides: Sequence[str] = (),
+    data: ImageSet | None = None,
+    callbacks: Sequence[Callable[[StepInfo], None]] = (),
+) -> TrainResult:
+    """Train a GAN family as ``params`` describe and write everything into ``run_dir``.
+
+    Args:
+        params: a ``TrainParams`` or the path of a params YAML file.
+        run_dir: the run folder (created). It must hold no checkpoint unless ``resume``.
+        resume: continue from the newest checkpoint in ``run_dir``; in deterministic mode the
+            result is bit-identical to an uninterrupted run.
+        overrides: ``section.key=value`` strings applied when ``params`` is a path.
+        data: an in-memory dataset instead of ``params.data.path`` (tests, benchmarks).
+        callbacks: called after every step with a ``StepInfo``; an exception stops training
+            (the last checkpoint stays, so the run can be resumed).
+    """
+    if not isinstance(params, TrainParams):
+        params = load_params(params, TrainParams, list(overrides))
+    run_dir = Path(run_dir)
+    family = get_family(params.model.family)
+    t = params.train
+    device = select_device(t.device)
+    deterministic = t.deterministic if t.deterministic is not None else device.type == "cpu"
+
+    found = latest_checkpoint(run_dir)
+    if found and not resume:
+        raise GanopsError(
+            f"{run_dir} already holds a run (checkpoint at step {found[0]}); "
+            "pass --resume to continue it or choose another --run-dir"
+        )
+    if resume and (run_dir / "config.yaml").exists():
+        saved = load_params(run_dir / "config.yaml", TrainParams)
+        _check_resume_config(saved, params, run_dir)
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(run_dir / "log.txt")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    try:
+        with deterministic_mode(deterministic, device):
+            return _train(
+                params, family, run_dir, device, found if resume else None, data, callbacks
+            )
+    finally:
+        log.removeHandler(handler)
+        handler.close()
+
+
+def _autocast(device: torch.device, amp: str):
+    if amp == "none":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if amp == "bf16" else torch.float16
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def _train(
+    params: TrainParams,
+    family: Family,
+    run_dir: Path,
+    device: torch.device,
+    resume_from: tuple[int, Path] | None,
+    data: ImageSet | None,
+    callbacks: Sequence[Callable[[StepInfo], None]],
+) -> TrainResult:
+    t = params.train
+    torch.manual_seed(t.seed)
+    if data is None:
+        data = load_training_set(params.data.path, params.data.split)
+    stream = BatchStream(data, params.data.image_size, t.batch_size, t.seed, device)
+    spec = stream.spec()
+    if family.conditional and not spec.num_classes:
+        raise ConfigError(f"model.family: {family.name} needs labels; the dataset has none")
+    if family.check:
+        family.check(params, spec)
+
+    nets = {k: m.to(device).train() for k, m in family.build(params, spec).items()}
+    optims = {
+        g: _make_optimizer(params, g, [nets[n] for n in names])
+        for g, names in family.optim_groups.items()
+    }
+    emas = {n: EMA(nets[n], t.ema_decay) for n in family.ema_nets} if t.ema_decay else {}
+    phases = family.phases(params, spec)
+    scaler = torch.amp.GradScaler(device.type) if t.amp == "fp16" else None
+
+    write_text_atomic(run_dir / "config.yaml", dump_yaml(params))
+    write_json_atomic(run_dir / "spec.json", asdict(spec))
+    stats_path = run_dir / "stats.jsonl"
+    start = 0
+    if resume_from:
+        start, path = resume_from
+        state = load_checkpoint(path, device)
+        for k, m in nets.items():
+            m.load_state_dict(state["nets"][k])
+        for k, e in emas.items():
+            e.load_state_dict(state["ema"][k])
+        for k, o in optims.items():
+            o.load_state_dict(state["optims"][k])
+        if scaler is not None and state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
+        stream.load_state_dict(state["data"])
+        set_rng_state(state["rng"])
+        _truncate_stats(stats_path, start)
+        log.info("resumed from %s (step %d)", path.name, start)
+    else:
+        stats_path.unlink(missing_ok=True)
+    log.info("training %s on %s for %d steps on %s", family.name, params.data.path, t.steps, device)
+
+    def checkpoint(step: int) -> None:
+        state = {
+            "step": step,
+            "family": family.name,
+            "config": params.to_dict(),
+            "nets": {k: m.state_dict() for k, m in nets.items()},
+            "ema": {k: e.state_dict() for k, e in emas.items()},
+            "optims": {k: o.state_dict() for k, o in optims.items()},
+            "scaler": scaler.state_dict() if scaler is not None else None,
+            "data": stream.state_dict(),
+            "rng": rng_state(),
+        }
+        save_checkpoint(run_dir, step, state, t.keep_checkpoints)
+
+    ema_nets = {**nets, **{k: e.shadow for k, e in emas.items()}}
+    fixed_seed = t.seed + 1  # sample grids use their own generator: training RNG is untouched
+
+    def grid(step: int) -> None:
+        images, _ = generate_images(family, ema_nets, params, spec, 64, fixed_seed)
+        save_grid(images, run_dir / "samples" / f"step_{step:08d}.png", nrow=8)
+
+    groups = {n: names for n, names in family.optim_groups.items()}
+    bar = _progress(t.progress, start, t.steps, params.name or family.name)
+    acc: dict[str, torch.Tensor] = {}
+    counts: dict[str, int] = {}
+    window_start, window_steps = time.perf_counter(), 0
+    began, last_losses, last_rate = time.perf_counter(), {}, None
+    step = start
+    try:
+        for step in range(start, t.steps):
+            ctx = StepContext(step, params, spec, device, t.batch_size)
+            for phase in phases:
+                if step % phase.every:
+                    continue
+                opt = optims[phase.optimizer]
+                trainable = set(groups[phase.optimizer])
+                for name, m in nets.items():  # no weight grads for the networks not stepped
+                    m.requires_grad_(name in trainable)
+                for _ in range(phase.repeats):
+                    batch = stream.next() if phase.needs_batch else None
+                    opt.zero_grad(set_to_none=True)
+                    with _autocast(device, t.amp):
+                        out = phase.loss(nets, batch, ctx)
+                    loss = out["loss"]
+                    if scaler is not None:
+                        scaler.scale(loss).backward()
+                        scaler.step(opt)
+                        scaler.update()
+                    else:
+                        loss.backward()
+                        opt.step()
+                    if phase.after is not None:
+                        phase.after(nets)
+                    for k, v in out.items():
+                        key = f"{phase.name}/loss" if k == "loss" else k
+                        acc[key] = acc.get(key, 0.0) + v.detach().float()
+                        counts[key] = counts.get(key, 0) + 1
+            for e in emas.values():
+                e.update(active=step >= t.ema_start)
+            done = step + 1
+            window_steps += 1
+            losses: dict[str, float] = {}
+            rate = None
+            if done % t.log_every == 0 or done == t.steps:
+                now = time.perf_counter()
+                rate = window_steps * t.batch_size / max(now - window_start, 1e-9)
+                losses = {k: (v / counts[k]).item() for k, v in acc.items()}
+                acc.clear()
+                counts.clear()
+                bad = [k for k, v in losses.items() if not torch.isfinite(torch.tensor(v))]
+                if bad:
+                    raise TrainingDiverged(
+                        f"training diverged at step {done}: {', '.join(bad)} not finite; "
+                        f"try a lower train.lr or another loss.type (run: {run_dir})"
+                    )
+                record = {"step": done, "time": round(now - began, 3), "images_per_s": rate}
+                record.update(losses)
+                with open(stats_path, "a") as f:
+                    f.write(json.dumps(record) + "\n")
+                bar.set_postfix(
+                    {k.split("/")[0]: f"{v:.3f}" for k, v in losses.items() if k.endswith("/loss")}
+                    | {"img/s": f"{rate:.0f}"},
+                    refresh=False,
+                )
+                last_losses, last_rate = losses, rate
+                window_start, window_steps = now, 0
+            bar.update(1)
+            if done % t.checkpoint_every == 0 or done == t.steps:
+                checkpoint(done)
+            if t.sample_every and done % t.sample_every == 0 and done != t.steps:
+                grid(done)
+            for cb in callbacks:
+                cb(StepInfo(done, t.steps, losses, nets, ema_nets, run_dir, rate))
+    except KeyboardInterrupt:
+        last = latest_checkpoint(run_dir)
+        if step > start and (last is None or last[0] < step):
+            checkpoint(step)  # the step in flight is dropped; its predecessor is complete
+        log.info("interrupted at step %d; resume with --resume", step)
+        raise
+    finally:
+        bar.close()
+
+    seconds = time.perf_counter() - began
+    grid(t.steps)
+    from safetensors.torch import save_file
+
+    weights = {
+        f"{name}.{k}": v.detach().cpu().contiguous()
+        for name in family.ema_nets
+        for k, v in ema_nets[name].state_dict().items()
+    }
+    with atomic_path(run_dir / "generator.safetensors") as tmp:
+        save_file(weights, str(tmp), metadata={"family": family.name, "ema": str(bool(emas))})
+    result = TrainResult(
+        run_dir, t.steps, seconds, last_rate, last_losses, resume_from and resume_from[0]
+    )
+    summary = {
+        "status": "completed",
+        "family": family.name,
+        "steps": t.steps,
+        "seconds_this_session": round(seconds, 3),
+        "images_per_s": last_rate,
+        "final_losses": last_losses,
+        "resumed_from": result.resumed_from,
+        "params_digest": params.digest(),
+    }
+    write_json_atomic(run_dir / "run.json", summary)
+    log.info("done: %d steps in %.1f s", t.steps, seconds)
+    return result
+
+
+def _progress(enabled: bool, start: int, total: int, desc: str):
+    from tqdm.auto import tqdm
+
+    return tqdm(
+        total=total,
+        initial=start,
+        desc=desc,
+        unit="step",
+        disable=not enabled,
+        mininterval=1.0,
+        dynamic_ncols=True,
+        file=sys.stderr,
+    )
