@@ -191,3 +191,20 @@ def test_bf16_autocast_on_cpu_gives_finite_losses(tiny_data, tmp_path):
     train(tiny_params("wgan-gp", tiny_data, amp="bf16"), tmp_path / "r")
     for s in read_stats(tmp_path / "r"):
         assert all(np.isfinite(v) for k, v in s.items() if "/" in k)
+
+
+def test_ema_warmup_closed_form():
+    from torch import nn
+
+    from gan_models.training.ema import EMA
+
+    net = nn.Linear(1, 1, bias=False)
+    nn.init.zeros_(net.weight)
+    ema = EMA(net, decay=0.999)
+    with torch.no_grad():
+        net.weight.fill_(1.0)
+    ema.update(0)  # decay min(0.999, 1/10) = 0.1 -> 0.9 of the way
+    assert ema.shadow.weight.item() == pytest.approx(0.9)
+    assert ema.decay_at(10**6) == 0.999
+    ema.update(None)  # before ema_start: a plain copy
+    assert ema.shadow.weight.item() == 1.0

@@ -19,10 +19,16 @@ class EMA:
         self._src_buf = [b for b in net.buffers()]
         self._dst_buf = [b for b in self.shadow.buffers()]
 
+    def decay_at(self, updates: int) -> float:
+        """Warm-up: ``min(decay, (1 + k) / (10 + k))`` after k averaged updates, so the average
+        forgets the random initial weights within a few hundred steps instead of thousands."""
+        return min(self.decay, (1 + updates) / (10 + updates))
+
     @torch.no_grad()
-    def update(self, active: bool = True) -> None:
-        """Average one step; before ``ema_start`` (``active=False``) copy the weights instead."""
-        weight = 1.0 - self.decay if active else 1.0
+    def update(self, updates: int | None) -> None:
+        """Average one step (``updates`` averaged before it); ``None`` copies the weights
+        instead (before ``train.ema_start``)."""
+        weight = 1.0 if updates is None else 1.0 - self.decay_at(updates)
         torch._foreach_lerp_(self._dst, self._src, weight)
         for d, s in zip(self._dst_buf, self._src_buf, strict=True):
             d.copy_(s)

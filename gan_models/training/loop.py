@@ -359,7 +359,7 @@ def _train(
                         acc[key] = acc.get(key, 0.0) + v.detach().float()
                         counts[key] = counts.get(key, 0) + 1
             for e in emas.values():
-                e.update(active=step >= t.ema_start)
+                e.update(step - t.ema_start if step >= t.ema_start else None)
             done = step + 1
             window_steps += 1
             losses: dict[str, float] = {}

@@ -1,0 +1,96 @@
+"""The CLI end to end on tiny data: train, sample (png and exact npy), bench, help."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from gan_models.cli import app, main
+from gan_models.data.format import write_imageset
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("cli")
+    rng = np.random.default_rng(1)
+    write_imageset(
+        tmp / "data",
+        {"images": rng.integers(0, 256, (32, 1, 8, 8)).astype(np.uint8)},
+        meta={"name": "noise"},
+    )
+    params = tmp / "p.yaml"
+    params.write_text(
+        f"data:\n  path: {tmp / 'data'}\n  image_size: 8\n"
+        "model:\n  family: dcgan\n  width: 8\n  latent_dim: 8\n"
+        "train:\n  steps: 2\n  batch_size: 8\n  progress: false\n"
+    )
+    assert main(["train", str(params), "--run-dir", str(tmp / "run")]) == 0
+    return tmp / "run"
+
+
+def test_sample_npy_is_exact_and_seeded(trained_run, tmp_path, capsys):
+    a, b, c = tmp_path / "a.npy", tmp_path / "b.npy", tmp_path / "c.npy"
+    assert main(["sample", str(trained_run), "-n", "6", "--seed", "4", "-o", str(a)]) == 0
+    assert main(["sample", str(trained_run), "-n", "6", "--seed", "4", "-o", str(b)]) == 0
+    assert main(["sample", str(trained_run), "-n", "6", "--seed", "5", "-o", str(c)]) == 0
+    x, y, z = np.load(a), np.load(b), np.load(c)
+    assert x.shape == (6, 1, 8, 8) and x.dtype == np.float32
+    assert np.array_equal(x, y) and not np.array_equal(x, z)
+    assert "wrote 6 samples" in capsys.readouterr().out
+
+
+def test_sample_png_grid(trained_run, tmp_path):
+    out = tmp_path / "g.png"
+    assert main(["sample", str(trained_run), "-n", "16", "-o", str(out)]) == 0
+    img = Image.open(out)
+    # 4x4 grid of 8x8 images with 2 px padding, drawn at 2x: (4 * 10 + 2) * 2
+    assert img.size == (84, 84)
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["sample", "/nonexistent/run", "-o", "x.png"], "not a training run folder"),
+        (["train", "/nonexistent/p.yaml"], "params file not found"),
+    ],
+)
+def test_user_errors_exit_2_without_traceback(argv, message, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_sample_rejects_unknown_suffix(trained_run, tmp_path, capsys):
+    assert main(["sample", str(trained_run), "-o", str(tmp_path / "x.jpg")]) == 2
+    assert "expected a .png" in capsys.readouterr().err
+
+
+def _command_paths(cmd, prefix=()):
+    yield prefix
+    for name, sub in getattr(cmd, "commands", {}).items():
+        yield from _command_paths(sub, (*prefix, name))
+
+
+def test_help_at_every_level(capsys):
+    import typer.main
+
+    paths = list(_command_paths(typer.main.get_command(app)))
+    assert ("train",) in paths and ("data", "fetch") in paths and ("bench", "train") in paths
+    for path in paths:
+        assert main([*path, "--help"]) == 0, path
+        assert "Usage:" in capsys.readouterr().out
+
+
+def test_bench_train_prints_json_last(capsys):
+    code = main(
+        ["bench", "train", "--image-size", "8", "--batch-size", "8", "--width", "8",
+         "--steps", "3", "--rounds", "1"]
+    )
+    assert code == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    result = json.loads(last)
+    assert result["images_per_s"] == pytest.approx(3 * 8 / result["trainer_seconds"][0], rel=0.01)
+    assert result["ratio"] == pytest.approx(
+        result["images_per_s"] / result["bare_images_per_s"], rel=0.01
+    )
