@@ -84,3 +84,12 @@ def sources_cmd() -> None:
     width = max(len(n) for n in SOURCES)
     for s in SOURCES.values():
         typer.echo(f"{s.name:<{width}}  {s.kind:<8}  {s.description}")
+
+
+def _register_stage_commands() -> None:
+    from gan_models.data.stage_cli import register_commands
+
+    register_commands(app)
+
+
+_register_stage_commands()
