@@ -66,15 +66,27 @@ class TrainingDiverged(GanopsError):
 
 @dataclass
 class StepInfo:
-    """What a callback sees after each generator step."""
+    """What a callback sees after each generator step (before its checkpoint is written).
+
+    A callback may add scalars to ``metrics`` (e.g. ``fid``): they are written to stats.jsonl
+    with the step's record and seen by the callbacks after it.
+    """
 
     step: int  # steps completed
     total_steps: int
     losses: dict[str, float]  # filled on logging steps only, else empty
     nets: Nets
-    ema_nets: Nets
+    ema_nets: Nets  # the EMA copies where the family has them, else the training networks
     run_dir: Path
-    images_per_s: float | None = None
+    images_per_s: float | None
+    family: Family
+    params: TrainParams
+    spec: DataSpec
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    def generate(self, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """n samples (n, C, H, W) in [-1, 1] from the EMA generator, on CPU."""
+        return generate_images(self.family, self.ema_nets, self.params, self.spec, n, seed)
 
 
 @dataclass
@@ -376,24 +388,35 @@ def _train(
                         f"training diverged at step {done}: {', '.join(bad)} not finite; "
                         f"try a lower train.lr or another loss.type (run: {run_dir})"
                     )
-                record = {"step": done, "time": round(now - began, 3), "images_per_s": rate}
+                last_losses, last_rate = losses, rate
+            if t.sample_every and done % t.sample_every == 0 and done != t.steps:
+                grid(done)
+            info = StepInfo(
+                done, t.steps, losses, nets, ema_nets, run_dir, rate, family, params, spec
+            )
+            if callbacks:
+                cb_began = time.perf_counter()
+                for cb in callbacks:
+                    cb(info)
+                window_start += time.perf_counter() - cb_began  # evaluation is not training time
+            if losses or info.metrics:
+                record = {"step": done, "time": round(time.perf_counter() - began, 3)}
+                if rate is not None:
+                    record["images_per_s"] = rate
                 record.update(losses)
+                record.update(info.metrics)
                 with open(stats_path, "a") as f:
                     f.write(json.dumps(record) + "\n")
+            if losses:
                 bar.set_postfix(
                     {k.split("/")[0]: f"{v:.3f}" for k, v in losses.items() if k.endswith("/loss")}
                     | {"img/s": f"{rate:.0f}"},
                     refresh=False,
                 )
-                last_losses, last_rate = losses, rate
-                window_start, window_steps = now, 0
+                window_start, window_steps = time.perf_counter(), 0
             bar.update(1)
             if done % t.checkpoint_every == 0 or done == t.steps:
                 checkpoint(done)
-            if t.sample_every and done % t.sample_every == 0 and done != t.steps:
-                grid(done)
-            for cb in callbacks:
-                cb(StepInfo(done, t.steps, losses, nets, ema_nets, run_dir, rate))
     except KeyboardInterrupt:
         last = latest_checkpoint(run_dir)
         if step > start and (last is None or last[0] < step):
