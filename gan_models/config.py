@@ -45,6 +45,14 @@ class ModelConfig(Section):
         None, description="critic/discriminator normalisation; None = the family's default"
     )
     embed_dim: int = Field(16, ge=1, description="label embedding size of conditional families")
+    res_blocks: int | None = Field(
+        None,
+        ge=0,
+        description="residual blocks of the CycleGAN/SRGAN generators; None = the family's "
+        "default (CycleGAN 6, SRGAN 16)",
+    )
+    scale: Literal[2, 4] = Field(4, description="SRGAN upscaling factor (sub-pixel x2 stages)")
+    mapping_layers: int = Field(8, ge=1, description="StyleGAN mapping network depth (z -> w)")
 
 
 class LossConfig(Section):
@@ -58,6 +66,30 @@ class LossConfig(Section):
     clip: float = Field(0.01, gt=0, description="WGAN weight clipping bound")
     r1_gamma: float = Field(0.0, ge=0, description="R1 penalty weight (0 = off)")
     r1_every: int = Field(16, ge=1, description="lazy R1 interval in D steps")
+    cycle_weight: float = Field(10.0, ge=0, description="CycleGAN cycle-consistency (L1) weight")
+    identity_weight: float = Field(
+        0.5,
+        ge=0,
+        description="CycleGAN identity (L1) weight as a fraction of cycle_weight (0.5 -> 5)",
+    )
+    pool_size: int = Field(
+        50, ge=0, description="CycleGAN history of generated images shown to D (0 = off)"
+    )
+    content: Literal["pixel", "ssim", "feature"] = Field(
+        "pixel",
+        description="SRGAN content loss: pixel MSE, pixel MSE + (1 - SSIM), or MSE on features "
+        "of the domain classifier at content_network",
+    )
+    content_weight: float = Field(1.0, ge=0, description="SRGAN content loss weight")
+    content_network: str | None = Field(
+        None, description="domain classifier directory for loss.content=feature"
+    )
+    adv_weight: float | None = Field(
+        None, ge=0, description="SRGAN adversarial weight; None = the family's default (1e-3)"
+    )
+    style_mixing: float = Field(
+        0.9, ge=0, le=1, description="StyleGAN style-mixing regularisation probability"
+    )
 
 
 class TrainConfig(Section):
@@ -80,6 +112,11 @@ class TrainConfig(Section):
     log_every: int = Field(50, ge=1, description="steps between stats.jsonl records")
     sample_every: int = Field(0, ge=0, description="steps between sample grids (0 = end only)")
     progress: bool = True
+    fid_every: int = Field(0, ge=0, description="steps between FIDs during training (0 = off)")
+    fid_samples: int = Field(1000, ge=2, description="generated samples per training-time FID")
+    fid_features: str | None = Field(
+        None, description="domain classifier folder; None = models/features/<dataset>"
+    )
 
 
 class TrainParams(Section):

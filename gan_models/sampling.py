@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from gan_models.families import get_family
 from gan_models.families.base import DataSpec, Family, Nets
 from gan_models.training.checkpoint import latest_checkpoint, load_checkpoint
 from gan_models.training.loop import generate_images, select_device
-from gan_models.utils.images import save_grid
+from gan_models.utils.images import save_grid_png
 from gan_models.utils.io import atomic_path
 
 
@@ -76,11 +77,11 @@ def write_samples(images: torch.Tensor, out: str | Path, nrow: int | None = None
     """``.png``: a grid; ``.npy``: the raw float32 images (N, C, H, W), for exact comparison."""
     out = Path(out)
     if out.suffix == ".npy":
-        with atomic_path(out) as tmp:
-            with open(tmp, "wb") as f:
-                np.save(f, images.float().numpy())
+        with atomic_path(out) as tmp, open(tmp, "wb") as f:
+            np.save(f, images.float().numpy())
         return out
     if out.suffix == ".png":
         small = images.shape[-1] < 64
-        return save_grid(images, out, nrow=nrow, scale=2 if small else 1)
+        nrow = nrow or math.ceil(math.sqrt(images.shape[0]))  # a square-ish grid
+        return save_grid_png(images, out, nrow=nrow, scale=2 if small else 1)
     raise GanopsError(f"-o {out}: expected a .png (grid) or .npy (raw images) file name")

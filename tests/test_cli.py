@@ -84,8 +84,20 @@ def test_help_at_every_level(capsys):
 
 def test_bench_train_prints_json_last(capsys):
     code = main(
-        ["bench", "train", "--image-size", "8", "--batch-size", "8", "--width", "8",
-         "--steps", "3", "--rounds", "1"]
+        [
+            "bench",
+            "train",
+            "--image-size",
+            "8",
+            "--batch-size",
+            "8",
+            "--width",
+            "8",
+            "--steps",
+            "3",
+            "--rounds",
+            "1",
+        ]
     )
     assert code == 0
     last = capsys.readouterr().out.strip().splitlines()[-1]

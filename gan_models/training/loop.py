@@ -44,7 +44,7 @@ from gan_models.training.checkpoint import (
     set_rng_state,
 )
 from gan_models.training.ema import EMA
-from gan_models.utils.images import save_grid
+from gan_models.utils.images import save_grid_png
 from gan_models.utils.io import atomic_path, write_json_atomic, write_text_atomic
 
 log = logging.getLogger("ganops.train")
@@ -57,6 +57,9 @@ RESUMABLE_CHANGES = {
     "train.keep_checkpoints",
     "train.log_every",
     "train.sample_every",
+    "train.fid_every",
+    "train.fid_samples",
+    "train.fid_features",
 }
 
 
@@ -170,6 +173,29 @@ def sample_latents(n: int, latent_dim: int, seed: int) -> torch.Tensor:
 
 
 @torch.no_grad()
+def generate_from_latents(
+    family: Family,
+    nets: Nets,
+    z: torch.Tensor,
+    labels: torch.Tensor | None = None,
+    batch_size: int = 256,
+) -> torch.Tensor:
+    """Images (n, C, H, W) in [-1, 1] on CPU for latents ``z`` (n, Z), networks in eval mode."""
+    device = next(next(iter(nets.values())).parameters()).device
+    was_training = {k: m.training for k, m in nets.items()}
+    for m in nets.values():
+        m.eval()
+    try:
+        chunks = []
+        for i in range(0, z.shape[0], batch_size):
+            y = labels[i : i + batch_size].to(device) if labels is not None else None
+            chunks.append(family.generate(nets, z[i : i + batch_size].to(device), y).float().cpu())
+    finally:
+        for k, m in nets.items():
+            m.train(was_training[k])
+    return torch.cat(chunks).clamp_(-1, 1)
+
+
 def generate_images(
     family: Family,
     nets: Nets,
@@ -181,23 +207,11 @@ def generate_images(
     batch_size: int = 256,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """n images (n, C, H, W) in [-1, 1] on CPU; conditional families get labels 0..K-1 cycled."""
-    device = next(nets["G"].parameters()).device
     z = sample_latents(n, params.model.latent_dim, seed)
     if family.conditional and labels is None:
         assert spec.num_classes
         labels = torch.arange(n) % spec.num_classes
-    was_training = {k: m.training for k, m in nets.items()}
-    for m in nets.values():
-        m.eval()
-    try:
-        chunks = []
-        for i in range(0, n, batch_size):
-            y = labels[i : i + batch_size].to(device) if labels is not None else None
-            chunks.append(family.generate(nets, z[i : i + batch_size].to(device), y).float().cpu())
-    finally:
-        for k, m in nets.items():
-            m.train(was_training[k])
-    return torch.cat(chunks).clamp_(-1, 1), labels
+    return generate_from_latents(family, nets, z, labels, batch_size), labels
 
 
 def train(
@@ -281,6 +295,13 @@ def _train(
     if family.check:
         family.check(params, spec)
 
+    if t.fid_every:
+        from gan_models.evaluation import fid_callback
+        from gan_models.metrics.config import FeaturesParams
+
+        with torch.random.fork_rng(devices=[]):  # FID during training must not change the run
+            callbacks = [fid_callback(params, FeaturesParams(device=device.type)), *callbacks]
+
     nets = {k: m.to(device).train() for k, m in family.build(params, spec).items()}
     optims = {
         g: _make_optimizer(params, g, [nets[n] for n in names])
@@ -332,7 +353,7 @@ def _train(
 
     def grid(step: int) -> None:
         images, _ = generate_images(family, ema_nets, params, spec, 64, fixed_seed)
-        save_grid(images, run_dir / "samples" / f"step_{step:08d}.png", nrow=8)
+        save_grid_png(images, run_dir / "samples" / f"step_{step:08d}.png", nrow=8)
 
     groups = {n: names for n, names in family.optim_groups.items()}
     bar = _progress(t.progress, start, t.steps, params.name or family.name)
