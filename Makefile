@@ -5,8 +5,9 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
+export DVC_NO_ANALYTICS := 1
 
-.PHONY: setup test test-slow test-all lint format demo bench clean
+.PHONY: setup test test-slow test-all lint format demo dvc-remote bench bench-eval clean
 
 setup: $(STAMP)
 
@@ -34,16 +35,23 @@ format: setup
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-DEMO_RUN ?= runs/demo
+# The DVC remote lives outside the repository's tracked tree; `dvc push` / `dvc pull` use it.
+DVC_REMOTE ?= $(HOME)/.cache/ganops/dvc-remote
 
-demo: setup
-	$(BIN)/ganops data fetch mnist5k --name mnist5k
-	$(BIN)/ganops train params/dcgan-mnist5k-small.yaml --run-dir $(DEMO_RUN) --resume
-	$(BIN)/ganops sample $(DEMO_RUN) -n 64 --seed 0 -o $(DEMO_RUN)/grid.png
-	@echo "demo done: sample grid at $(DEMO_RUN)/grid.png"
+dvc-remote: setup
+	@mkdir -p $(DVC_REMOTE)
+	@$(BIN)/dvc remote add --local --default --force local $(DVC_REMOTE) >/dev/null
+
+# The whole pipeline (dvc.yaml) on the embedded default: mnist5k, small DCGAN preset.
+demo: dvc-remote
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
+	$(BIN)/ganops summary runs/train
 
 bench: setup
 	$(BIN)/ganops bench train --family dcgan --image-size 64 --batch-size 64
+
+bench-eval: setup
+	$(BIN)/ganops bench eval --run-dir runs/train
 
 clean:
 	rm -rf runs .pytest_cache

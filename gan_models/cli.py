@@ -52,6 +52,13 @@ def train_cmd(
     resume: Annotated[
         bool, typer.Option("--resume", help="continue from the newest checkpoint")
     ] = False,
+    auto_resume: Annotated[
+        bool,
+        typer.Option(
+            "--auto-resume",
+            help="resume an unfinished run with the same params, else start over in --run-dir",
+        ),
+    ] = False,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="print the resolved config and exit")
     ] = False,
@@ -65,10 +72,10 @@ def train_cmd(
         typer.echo(dump_yaml(p), nl=False)
         return
     if run_dir is None:
-        if resume:
+        if resume or auto_resume:
             raise GanopsError("--resume needs --run-dir: the run folder to continue")
         run_dir = Path("runs") / f"{p.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    result = train(p, run_dir, resume=resume)
+    result = train(p, run_dir, resume="auto" if auto_resume else resume)
     losses = ", ".join(
         f"{k}={v:.4f}" for k, v in result.final_losses.items() if k.endswith("/loss")
     )
@@ -100,6 +107,35 @@ def sample_cmd(
     images, _ = gen.generate(n, seed)
     path = write_samples(images, out)
     typer.echo(f"wrote {n} samples ({tuple(images.shape[1:])}) to {path}")
+
+
+@app.command("summary")
+def summary_cmd(
+    run_dir: Annotated[Path, typer.Argument(help="an evaluated run folder")] = Path("runs/train"),
+) -> None:
+    """Print a run's metrics, where its figures and reports are, and how to open the UIs."""
+    from gan_models.metrics.evaluate import METRICS_FILE, format_metrics_table
+
+    path = run_dir / METRICS_FILE
+    if not path.is_file():
+        raise GanopsError(f"{path} not found; evaluate the run first (`ganops evaluate {run_dir}`)")
+    result = json.loads(path.read_text())
+    typer.echo(format_metrics_table(result))
+    if result.get("fid", {}).get("untrained") is not None:
+        typer.echo(f"untrained generator FID: {result['fid']['untrained']:.4f}")
+    dataset = result.get("run", {}).get("dataset", "DATASET")
+    typer.echo(
+        "\n".join(
+            [
+                f"samples:       {run_dir / 'samples.png'} (and {run_dir / 'samples'}/ over time)",
+                f"figures:       {run_dir / 'interpolation.png'}, {run_dir / 'nearest_neighbours.png'}",
+                f"validation:    reports/validation/{dataset}/index.html",
+                "curves:        dvc plots show  (writes dvc_plots/index.html)",
+                "metrics:       dvc metrics show; dvc exp show",
+                "UIs:           ganops up  (MLflow on http://127.0.0.1:5000, Prefect on http://127.0.0.1:4200)",
+            ]
+        )
+    )
 
 
 @app.command("families")

@@ -48,7 +48,9 @@ def test_unknown_family_named(tmp_path):
 
 def test_overrides_parse_yaml_values(tmp_path):
     p = write(tmp_path, "x.yaml", "train:\n  lr: 0.1\n")
-    params = load_params(p, overrides=["train.lr=1e-4", "train.betas=[0.0, 0.9]", "model.family=wgan"])
+    params = load_params(
+        p, overrides=["train.lr=1e-4", "train.betas=[0.0, 0.9]", "model.family=wgan"]
+    )
     assert params.train.lr == pytest.approx(1e-4)
     assert params.train.betas == (0.0, 0.9)
     assert params.model.family == "wgan"
@@ -78,7 +80,9 @@ def test_load_section(tmp_path):
 
 
 def test_cli_dry_run_prints_resolved_config(capsys):
-    code = main(["train", "params/dcgan-mnist5k-small.yaml", "--set", "train.lr=0.001", "--dry-run"])
+    code = main(
+        ["train", "params/dcgan-mnist5k-small.yaml", "--set", "train.lr=0.001", "--dry-run"]
+    )
     out = capsys.readouterr().out
     assert code == 0
     assert "lr: 0.001" in out and "family: dcgan" in out

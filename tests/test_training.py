@@ -222,9 +222,37 @@ def test_callback_metrics_land_in_stats(tiny_data, tmp_path):
             assert images.shape == (4, 1, 8, 8)
             info.metrics["mean_pixel"] = float(images.mean())
 
-    train(tiny_params("dcgan", tiny_data, steps=4, log_every=2), tmp_path / "r", callbacks=[fake_metric])
+    train(
+        tiny_params("dcgan", tiny_data, steps=4, log_every=2),
+        tmp_path / "r",
+        callbacks=[fake_metric],
+    )
     stats = read_stats(tmp_path / "r")
     assert seen == [1, 2, 3, 4]
     assert [s["step"] for s in stats] == [2, 3, 4]
     assert "mean_pixel" in stats[1] and "D/loss" not in stats[1]
     assert "D/loss" in stats[0] and "mean_pixel" not in stats[0]
+
+
+def test_auto_resume(tiny_data, tmp_path):
+    """Pipelines resume an interrupted run, but retrain a finished one or one with new params."""
+    params = tiny_params("dcgan", tiny_data, steps=4, checkpoint_every=2)
+    run = tmp_path / "r"
+
+    def crash_at_3(info: StepInfo) -> None:
+        if info.step == 3:
+            raise RuntimeError("crash")
+
+    with pytest.raises(RuntimeError):
+        train(params, run, callbacks=[crash_at_3])
+    assert train(params, run, resume="auto").resumed_from == 2
+    finished = weights(run, 4)
+    again = train(params, run, resume="auto")  # finished: trained again from scratch
+    assert again.resumed_from is None
+    assert_same_state(finished, weights(run, 4))  # ... to the same weights
+    (run / "keep.txt").write_text("user file")
+    changed = tiny_params("dcgan", tiny_data, steps=4, checkpoint_every=2, lr=1e-3)
+    assert train(changed, run, resume="auto").resumed_from is None
+    assert (run / "keep.txt").exists()
+    header = (run / "curves" / "losses.csv").read_text().splitlines()[0].split(",")
+    assert header[0] == "step" and {"D/loss", "G/loss", "images_per_s"} <= set(header)

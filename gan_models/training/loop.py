@@ -20,12 +20,13 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -159,6 +160,55 @@ def _make_optimizer(params: TrainParams, group: str, modules: list[nn.Module]):
     return torch.optim.Adam(weights, lr=lr, betas=t.betas)
 
 
+TRAINER_FILES = (
+    "checkpoints",
+    "samples",
+    "stats.jsonl",
+    "run.json",
+    "generator.safetensors",
+    "curves",
+)
+
+
+def _restart_reason(run_dir: Path, params: TrainParams) -> str | None:
+    """Why an ``"auto"`` resume must start over, or None when the run can be continued."""
+    if (run_dir / "run.json").exists():
+        return "the run there is finished"
+    if not (run_dir / "config.yaml").exists():
+        return "no config.yaml next to the checkpoints"
+    try:
+        _check_resume_config(load_params(run_dir / "config.yaml", TrainParams), params, run_dir)
+    except ConfigError as e:
+        return str(e)
+    return None
+
+
+def _clear_run(run_dir: Path) -> None:
+    """Remove what the trainer wrote (other files in the folder are left alone)."""
+    for name in TRAINER_FILES:
+        path = run_dir / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+
+
+def write_curves(run_dir: Path) -> None:
+    """CSV views of stats.jsonl for plotting tools (DVC plots): losses per logged step, FID."""
+    records = [json.loads(x) for x in (run_dir / "stats.jsonl").read_text().splitlines() if x]
+    loss_rows = [r for r in records if any(k.endswith("/loss") for k in r)]
+    fid_rows = [r for r in records if "fid" in r]
+    keys = sorted({k for r in loss_rows for k in r if "/" in k})
+    tables = {
+        "losses.csv": (["step", *keys, "images_per_s"], loss_rows),
+        "fid.csv": (["step", "fid"], fid_rows),
+    }
+    for name, (cols, rows) in tables.items():
+        lines = [",".join(cols)]
+        lines += [",".join("" if r.get(c) is None else repr(r[c]) for c in cols) for r in rows]
+        write_text_atomic(run_dir / "curves" / name, "\n".join(lines) + "\n")
+
+
 def _truncate_stats(path: Path, step: int) -> None:
     """Drop records past ``step`` so a resumed run's stats read as one uninterrupted run."""
     if not path.exists():
@@ -218,7 +268,7 @@ def train(
     params: TrainParams | str | Path,
     run_dir: str | Path,
     *,
-    resume: bool = False,
+    resume: bool | Literal["auto"] = False,
     overrides: Sequence[str] = (),
     data: ImageSet | None = None,
     callbacks: Sequence[Callable[[StepInfo], None]] = (),
@@ -229,7 +279,9 @@ def train(
         params: a ``TrainParams`` or the path of a params YAML file.
         run_dir: the run folder (created). It must hold no checkpoint unless ``resume``.
         resume: continue from the newest checkpoint in ``run_dir``; in deterministic mode the
-            result is bit-identical to an uninterrupted run.
+            result is bit-identical to an uninterrupted run. ``"auto"`` (what pipelines use)
+            resumes an unfinished run with the same params and otherwise starts over in
+            ``run_dir``: a finished run or one with other params is trained again from scratch.
         overrides: ``section.key=value`` strings applied when ``params`` is a path.
         data: an in-memory dataset instead of ``params.data.path`` (tests, benchmarks).
         callbacks: called after every step with a ``StepInfo``; an exception stops training
@@ -244,12 +296,18 @@ def train(
     deterministic = t.deterministic if t.deterministic is not None else device.type == "cpu"
 
     found = latest_checkpoint(run_dir)
-    if found and not resume:
+    if resume == "auto" and found:
+        reason = _restart_reason(run_dir, params)
+        if reason:
+            _clear_run(run_dir)
+            found = None
+            log.info("starting over in %s: %s", run_dir, reason)
+    elif found and not resume:
         raise GanopsError(
             f"{run_dir} already holds a run (checkpoint at step {found[0]}); "
             "pass --resume to continue it or choose another --run-dir"
         )
-    if resume and (run_dir / "config.yaml").exists():
+    if resume is True and (run_dir / "config.yaml").exists():
         saved = load_params(run_dir / "config.yaml", TrainParams)
         _check_resume_config(saved, params, run_dir)
 
@@ -471,6 +529,7 @@ def _train(
         "resumed_from": result.resumed_from,
         "params_digest": params.digest(),
     }
+    write_curves(run_dir)
     write_json_atomic(run_dir / "run.json", summary)
     log.info("done: %d steps in %.1f s", t.steps, seconds)
     return result
