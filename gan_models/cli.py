@@ -39,6 +39,10 @@ def _mount_subapps() -> None:
 
     app.add_typer(data_app, name="data", help="Fetch, validate and preprocess datasets.")
 
+    from gan_models.tracking.cli import register_commands
+
+    register_commands(app)
+
 
 @app.command("train")
 def train_cmd(
@@ -62,10 +66,16 @@ def train_cmd(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="print the resolved config and exit")
     ] = False,
+    track: Annotated[
+        bool, typer.Option("--track/--no-track", help="log the run to MLflow (default: on)")
+    ] = True,
+    tracking_uri: Annotated[
+        str | None,
+        typer.Option(help="MLflow tracking URI (default $MLFLOW_TRACKING_URI or ./mlflow.db)"),
+    ] = None,
 ) -> None:
-    """Train a GAN family as a params file describes."""
+    """Train a GAN family as a params file describes (tracked in MLflow unless --no-track)."""
     from gan_models.config import TrainParams, dump_yaml, load_params
-    from gan_models.training import train
 
     p = load_params(params, TrainParams, set_)
     if dry_run:
@@ -75,7 +85,15 @@ def train_cmd(
         if resume or auto_resume:
             raise GanopsError("--resume needs --run-dir: the run folder to continue")
         run_dir = Path("runs") / f"{p.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    result = train(p, run_dir, resume="auto" if auto_resume else resume)
+    how = "auto" if auto_resume else resume
+    if track:
+        from gan_models.tracking import tracked_train
+
+        result = tracked_train(p, run_dir, resume=how, tracking_uri=tracking_uri)
+    else:
+        from gan_models.training import train
+
+        result = train(p, run_dir, resume=how)
     losses = ", ".join(
         f"{k}={v:.4f}" for k, v in result.final_losses.items() if k.endswith("/loss")
     )
@@ -87,7 +105,7 @@ def train_cmd(
 
 @app.command("sample")
 def sample_cmd(
-    source: Annotated[str, typer.Argument(help="a run folder")],
+    source: Annotated[str, typer.Argument(help="a run folder or models:/NAME@ALIAS (or /VERSION)")],
     n: Annotated[int, typer.Option("-n", help="number of images")] = 64,
     seed: Annotated[int, typer.Option("--seed", help="latent seed")] = 0,
     out: Annotated[
@@ -103,7 +121,14 @@ def sample_cmd(
 
     if n < 1:
         raise GanopsError(f"-n: expected a positive number of images, got {n}")
-    gen = RunGenerator.from_run_dir(source, device=device, use_ema=not no_ema)
+    if source.startswith("models:/"):
+        if no_ema:
+            raise GanopsError("--no-ema: a registered model holds only the EMA generator")
+        from gan_models.tracking import load_registered_generator
+
+        gen = load_registered_generator(source, device=device)
+    else:
+        gen = RunGenerator.from_run_dir(source, device=device, use_ema=not no_ema)
     images, _ = gen.generate(n, seed)
     path = write_samples(images, out)
     typer.echo(f"wrote {n} samples ({tuple(images.shape[1:])}) to {path}")
@@ -216,6 +241,10 @@ def evaluate_cmd(
     )
     ev = load_evaluate_params(params, [o for o in overrides if o.startswith("evaluate.")])
     result = evaluate_run(run_dir, features=feats, evaluate=ev, features_dir=features_dir)
+    if (run_dir / "mlflow_run.json").is_file():  # a tracked run: attach the evaluation to it
+        from gan_models.tracking import log_evaluation
+
+        log_evaluation(run_dir, result)
     typer.echo(format_metrics_table(result))
     untrained = result["fid"].get("untrained")
     if untrained is not None:

@@ -25,7 +25,7 @@ def trained_run(tmp_path_factory):
         "model:\n  family: dcgan\n  width: 8\n  latent_dim: 8\n"
         "train:\n  steps: 2\n  batch_size: 8\n  progress: false\n"
     )
-    assert main(["train", str(params), "--run-dir", str(tmp / "run")]) == 0
+    assert main(["train", str(params), "--run-dir", str(tmp / "run"), "--no-track"]) == 0
     return tmp / "run"
 
 

@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
+STAGES = ("fetch", "validate", "preprocess", "features", "train", "evaluate", "register")
 
 TINY = {
     "params/data.yaml": {
@@ -90,14 +91,25 @@ def project(tmp_path_factory):
 
 def test_repro_runs_every_stage_and_writes_metrics(project):
     proj, env, out = project
-    for stage in ("fetch", "validate", "preprocess", "features", "train", "evaluate"):
+    for stage in STAGES:
         assert f"Running stage '{stage}'" in out
     metrics = json.loads((proj / "runs/train/metrics.json").read_text())
     assert metrics["fid"]["value"] > 0 and metrics["lineage"]["n_fake"] == 100
     lock = yaml.safe_load((proj / "dvc.lock").read_text())
-    assert set(lock["stages"]) == {"fetch", "validate", "preprocess", "features", "train", "evaluate"}
+    assert set(lock["stages"]) == set(STAGES)
     fid_curve = (proj / "runs/train/curves/fid.csv").read_text().splitlines()
     assert fid_curve[0] == "step,fid" and len(fid_curve) == 3  # steps 2 and 4
+
+
+def test_registered_champion_samples(project):
+    proj, env, _ = project
+    record = json.loads((proj / "runs/train/registration.json").read_text())
+    assert record["model"] == "dcgan-digits" and record["decision"] == "promoted"
+    sh(["ganops", "sample", "models:/dcgan-digits@champion", "-n", "16", "-o", "grid.npy"], proj, env)
+    sh(["ganops", "sample", "runs/train", "-n", "16", "-o", "run.npy"], proj, env)
+    import numpy as np
+
+    assert np.array_equal(np.load(proj / "grid.npy"), np.load(proj / "run.npy"))
 
 
 def test_second_repro_is_a_no_op(project):

@@ -138,7 +138,7 @@ def test_sigkill_between_checkpoints_then_cli_resume(tiny_data, tmp_path):
     assert not (tmp_path / "killed" / "run.json").exists()
     cli = [sys.executable, "-m", "gan_models.cli", "train", str(params_file)]
     done = subprocess.run(
-        cli + ["--run-dir", str(tmp_path / "killed"), "--resume"],
+        cli + ["--run-dir", str(tmp_path / "killed"), "--resume", "--no-track"],
         capture_output=True,
         text=True,
         env={**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())},

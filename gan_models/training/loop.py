@@ -170,7 +170,7 @@ TRAINER_FILES = (
 )
 
 
-def _restart_reason(run_dir: Path, params: TrainParams) -> str | None:
+def restart_reason(run_dir: Path, params: TrainParams) -> str | None:
     """Why an ``"auto"`` resume must start over, or None when the run can be continued."""
     if (run_dir / "run.json").exists():
         return "the run there is finished"
@@ -297,7 +297,7 @@ def train(
 
     found = latest_checkpoint(run_dir)
     if resume == "auto" and found:
-        reason = _restart_reason(run_dir, params)
+        reason = restart_reason(run_dir, params)
         if reason:
             _clear_run(run_dir)
             found = None
