@@ -68,7 +68,9 @@ def load_extractor(
 
 def _split_name(ds: ImageSet, split: str) -> str:
     name = ds.meta.get("name")
-    return f"{name}/{split}" if name else split
+    if not name:
+        return split
+    return name if name.endswith(f"/{split}") else f"{name}/{split}"  # processed: NAME/split
 
 
 def _generated(generate: GenerateFn, n: int, seed: int) -> tuple[torch.Tensor, np.ndarray | None]:
