@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 from gan_models.errors import ConfigError
-from gan_models.families import cgan, dcgan, vanilla, wgan, wgan_gp
+from gan_models.families import cgan, cyclegan, dcgan, srgan, stylegan, vanilla, wgan, wgan_gp
 from gan_models.families.base import DataSpec, Family, Phase, StepContext
 
 FAMILIES: dict[str, Family] = {
-    f.name: f for f in (vanilla.FAMILY, dcgan.FAMILY, cgan.FAMILY, wgan.FAMILY, wgan_gp.FAMILY)
+    f.name: f
+    for f in (
+        vanilla.FAMILY,
+        dcgan.FAMILY,
+        cgan.FAMILY,
+        wgan.FAMILY,
+        wgan_gp.FAMILY,
+        cyclegan.FAMILY,
+        srgan.FAMILY,
+        stylegan.FAMILY,
+    )
 }
 
 
