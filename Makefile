@@ -8,7 +8,7 @@ export DO_NOT_TRACK := 1
 export DVC_NO_ANALYTICS := 1
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: setup test test-slow test-all lint format demo dvc-remote bench bench-eval clean
+.PHONY: setup test test-slow test-all lint format demo dvc-remote up down status bench bench-eval bench-pipeline clean
 
 setup: $(STAMP)
 
@@ -48,11 +48,24 @@ demo: dvc-remote
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
 	$(BIN)/ganops summary runs/train
 
+# Prefect server + UI (:4200), MLflow server (:5000), the gpu work pool, deployments, a worker.
+up: setup
+	$(BIN)/ganops up
+
+down: setup
+	$(BIN)/ganops down
+
+status: setup
+	$(BIN)/ganops status
+
 bench: setup
 	$(BIN)/ganops bench train --family dcgan --image-size 64 --batch-size 64
 
 bench-eval: setup
 	$(BIN)/ganops bench eval --run-dir runs/train
+
+bench-pipeline: setup
+	$(BIN)/ganops bench pipeline
 
 clean:
 	rm -rf runs .pytest_cache

@@ -39,9 +39,11 @@ def _mount_subapps() -> None:
 
     app.add_typer(data_app, name="data", help="Fetch, validate and preprocess datasets.")
 
+    from gan_models.services_cli import register_commands as register_services
     from gan_models.tracking.cli import register_commands
 
     register_commands(app)
+    register_services(app)
 
 
 @app.command("train")
@@ -271,6 +273,19 @@ def bench_eval_cmd(
         f"(forward work alone {result['forward_only_images_per_s']:.1f} img/s, ratio {result['ratio']:.3f})"
     )
     typer.echo(json.dumps(result))
+
+
+@bench_app.command("pipeline")
+def bench_pipeline_cmd(
+    preset: Annotated[
+        str, typer.Option(help="training preset")
+    ] = "params/dcgan-mnist5k-small.yaml",
+    tiny: Annotated[bool, typer.Option(help="8x8 digits, a few steps")] = False,
+) -> None:
+    """Orchestration overhead: the pipeline flow's wall time against its stages' own time."""
+    from flows.bench import main as bench_main
+
+    bench_main(["--tiny"] if tiny else ["--preset", preset])
 
 
 @bench_app.command("train")

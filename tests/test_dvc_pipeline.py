@@ -105,7 +105,11 @@ def test_registered_champion_samples(project):
     proj, env, _ = project
     record = json.loads((proj / "runs/train/registration.json").read_text())
     assert record["model"] == "dcgan-digits" and record["decision"] == "promoted"
-    sh(["ganops", "sample", "models:/dcgan-digits@champion", "-n", "16", "-o", "grid.npy"], proj, env)
+    sh(
+        ["ganops", "sample", "models:/dcgan-digits@champion", "-n", "16", "-o", "grid.npy"],
+        proj,
+        env,
+    )
     sh(["ganops", "sample", "runs/train", "-n", "16", "-o", "run.npy"], proj, env)
     import numpy as np
 

@@ -99,7 +99,9 @@ def test_evaluate_cli_and_its_errors(processed, classifier, tmp_path, capsys):
     run = tmp_path / "run"
     train(run_params(processed), run)
     argv = ["evaluate", str(run), "--features-dir", str(features_dir), "--n-samples", "30"]
-    assert main([*argv, "--set", "evaluate.fid_bootstrap=5", "--set", "evaluate.kid_subsets=3"]) == 0
+    assert (
+        main([*argv, "--set", "evaluate.fid_bootstrap=5", "--set", "evaluate.kid_subsets=3"]) == 0
+    )
     out = capsys.readouterr().out
     assert "FID" in out and "untrained" in out
     # No Inception weights offline: a clear error that says how to provide them.

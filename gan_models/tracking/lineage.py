@@ -7,6 +7,7 @@ it. Optuna study/trial tags (``optuna.study``, ``optuna.trial``) are passed in b
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -182,7 +183,8 @@ def prefect_flow_run_id() -> str | None:
     importing it otherwise costs seconds.
     """
     if "prefect" not in sys.modules:
-        return None
+        # A stage that a flow runs as a child process (flows/tasks.py) gets the id in its env.
+        return os.environ.get("PREFECT__FLOW_RUN_ID") or None
     try:
         from prefect.runtime import flow_run
 
