@@ -22,7 +22,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -148,13 +147,6 @@ def prefect_api(url: str) -> str:
     return url.rstrip("/") + "/api"
 
 
-def _tail(path: Path, lines: int = 20) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
-
-
 def _record(name: str, proc: subprocess.Popen | psutil.Process, log: Path, **kw: Any) -> Service:
     p = psutil.Process(proc.pid)
     return Service(name, proc.pid, p.create_time(), p.cmdline(), str(log), **kw)
@@ -168,25 +160,6 @@ def _spawn(cmd: list[str], env: dict[str, str], cwd: Path, log: Path) -> subproc
             cmd, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=f, stderr=subprocess.STDOUT,
             start_new_session=True,
         )  # fmt: skip
-
-
-def _wait_until(
-    ready: Callable[[], bool], proc: subprocess.Popen, what: str, log: Path, timeout: float
-) -> None:
-    from gan_models.tracking.server import stop_process
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise GanopsError(
-                f"{what} exited with code {proc.returncode} before answering; "
-                f"log {log}:\n{_tail(log)}"
-            )
-        if ready():
-            return
-        time.sleep(0.5)
-    stop_process(proc.pid)
-    raise GanopsError(f"{what} did not answer within {timeout:.0f} s; log {log}:\n{_tail(log)}")
 
 
 def base_env(root: Path) -> dict[str, str]:
@@ -210,7 +183,9 @@ def start_prefect(root: Path, host: str, port: int, timeout: float) -> Service:
     log = root / STATE_DIR / "logs" / "prefect-server.log"
     cmd = [sys.executable, "-m", "prefect", "server", "start", "--host", host, "--port", str(port)]
     proc = _spawn(cmd, env, root, log)
-    _wait_until(lambda: _get_ok(f"{url}/api/health"), proc, "prefect server", log, timeout)
+    from gan_models.tracking.server import wait_until_ready
+
+    wait_until_ready(lambda: _get_ok(f"{url}/api/health"), proc, "prefect server", log, timeout)
     return _record("prefect", proc, log, url=url, port=port)
 
 
@@ -315,7 +290,11 @@ def start_worker(
         "--limit", str(limit), "--name", name,
     ]  # fmt: skip
     proc = _spawn(cmd, env, root, log)
-    _wait_until(lambda: _worker_online(api_url, pool, name), proc, "prefect worker", log, timeout)
+    from gan_models.tracking.server import wait_until_ready
+
+    wait_until_ready(
+        lambda: _worker_online(api_url, pool, name), proc, "prefect worker", log, timeout
+    )
     return _record("worker", proc, log, url=None)
 
 

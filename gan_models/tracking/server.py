@@ -10,13 +10,15 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 from gan_models.errors import GanopsError
 from gan_models.tracking.lineage import project_root
 
 
-def _tail(path: Path, lines: int = 20) -> str:
+def tail(path: Path, lines: int = 20) -> str:
+    """The last lines of a log file, for error messages."""
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
@@ -87,21 +89,27 @@ def start_mlflow_server(
             cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=True,
         )  # fmt: skip
+    wait_until_ready(lambda: _healthy(url), proc, f"mlflow server on {url}", log_path, timeout)
+    return proc
+
+
+def wait_until_ready(
+    ready: Callable[[], bool], proc: subprocess.Popen, what: str, log: Path, timeout: float
+) -> None:
+    """Poll ``ready`` until it holds; a process that exits or never answers is an error that
+    shows its log's tail (and a process that never answers is stopped)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise GanopsError(
-                f"mlflow server exited with code {proc.returncode} before answering on {url}; "
-                f"log {log_path}:\n{_tail(log_path)}"
+                f"{what} exited with code {proc.returncode} before answering; "
+                f"log {log}:\n{tail(log)}"
             )
-        if _healthy(url):
-            return proc
+        if ready():
+            return
         time.sleep(0.25)
     stop_process(proc.pid)
-    raise GanopsError(
-        f"mlflow server did not answer {url}/health within {timeout:.0f} s; "
-        f"log {log_path}:\n{_tail(log_path)}"
-    )
+    raise GanopsError(f"{what} did not answer within {timeout:.0f} s; log {log}:\n{tail(log)}")
 
 
 def _alive(pid: int) -> bool:
