@@ -117,8 +117,17 @@ def sample_cmd(
         bool, typer.Option("--no-ema", help="use the raw generator, not its EMA")
     ] = False,
     device: Annotated[str, typer.Option(help="cpu, cuda, mps or auto")] = "cpu",
+    truncation: Annotated[
+        float | None, typer.Option(help="StyleGAN truncation psi (1 = none, 0 = the mean style)")
+    ] = None,
+    mix_seed: Annotated[
+        int | None, typer.Option(help="StyleGAN style mixing: the second seed's latents")
+    ] = None,
+    crossover: Annotated[
+        int | None, typer.Option(help="StyleGAN style layer where --mix-seed's styles take over")
+    ] = None,
 ) -> None:
-    """Generate N images from a trained run with a fixed seed."""
+    """Generate N images from a trained run or a registered model with a fixed seed."""
     from gan_models.sampling import RunGenerator, write_samples
 
     if n < 1:
@@ -131,7 +140,11 @@ def sample_cmd(
         gen = load_registered_generator(source, device=device)
     else:
         gen = RunGenerator.from_run_dir(source, device=device, use_ema=not no_ema)
-    images, _ = gen.generate(n, seed)
+    if truncation is None and mix_seed is None and crossover is None:
+        images, _ = gen.generate(n, seed)
+    else:
+        psi = 1.0 if truncation is None else truncation
+        images = gen.generate_styled(n, seed, psi=psi, mix_seed=mix_seed, crossover=crossover)
     path = write_samples(images, out)
     typer.echo(f"wrote {n} samples ({tuple(images.shape[1:])}) to {path}")
 

@@ -15,7 +15,7 @@ from gan_models.errors import GanopsError
 from gan_models.families import get_family
 from gan_models.families.base import DataSpec, Family, Nets
 from gan_models.training.checkpoint import latest_checkpoint, load_checkpoint
-from gan_models.training.loop import generate_images, select_device
+from gan_models.training.loop import generate_images, sample_latents, select_device
 from gan_models.utils.images import save_grid_png
 from gan_models.utils.io import atomic_path
 
@@ -71,6 +71,37 @@ class RunGenerator:
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """n images (n, C, H, W) in [-1, 1]; the same seed always gives the same images."""
         return generate_images(self.family, self.nets, self.params, self.spec, n, seed, labels)
+
+    @torch.no_grad()
+    def generate_styled(
+        self,
+        n: int,
+        seed: int,
+        *,
+        psi: float = 1.0,
+        mix_seed: int | None = None,
+        crossover: int | None = None,
+    ) -> torch.Tensor:
+        """StyleGAN sampling with truncation ``psi`` and style mixing with ``mix_seed``'s latents:
+        style layers below ``crossover`` (default: half of them) come from ``seed``."""
+        from gan_models.families import stylegan
+
+        if self.family.name != "stylegan":
+            raise GanopsError(
+                f"--truncation, --mix-seed and --crossover apply to the stylegan family, "
+                f"not {self.family.name}"
+            )
+        device = next(self.nets["G"].parameters()).device
+        z = sample_latents(n, self.params.model.latent_dim, seed).to(device)  # (n, Z)
+        if mix_seed is None:
+            if crossover is not None:
+                raise GanopsError("--crossover needs --mix-seed: the second seed to mix with")
+            images = stylegan.generate(self.nets, z, psi=psi)
+        else:
+            z2 = sample_latents(n, self.params.model.latent_dim, mix_seed).to(device)
+            layer = self.nets["G"].num_ws // 2 if crossover is None else crossover
+            images = stylegan.generate_mixed(self.nets, z, z2, layer, psi=psi)
+        return images.float().cpu().clamp_(-1, 1)  # (n, C, H, W)
 
 
 def write_samples(images: torch.Tensor, out: str | Path, nrow: int | None = None) -> Path:

@@ -106,3 +106,11 @@ def test_bench_train_prints_json_last(capsys):
     assert result["ratio"] == pytest.approx(
         result["images_per_s"] / result["bare_images_per_s"], rel=0.01
     )
+
+
+def test_style_options_need_a_stylegan_run(trained_run, tmp_path, capsys):
+    assert (
+        main(["sample", str(trained_run), "--truncation", "0.5", "-o", str(tmp_path / "x.png")])
+        == 2
+    )
+    assert "apply to the stylegan family, not dcgan" in capsys.readouterr().err

@@ -540,3 +540,21 @@ def test_presets_load_and_build(family, size):
     assert out.shape == (2, 1, p.data.image_size, p.data.image_size)
     if size == "full":
         assert p.train.amp == "bf16"
+
+
+def test_sample_cli_truncation_and_mixing(style_run, tmp_path, capsys):
+    """`ganops sample --truncation/--mix-seed/--crossover` match the library calls."""
+    from gan_models.cli import main
+
+    run = str(style_run.source).rsplit("/", 1)[0]
+    nets = style_run.nets
+    out = tmp_path / "t.npy"
+    assert main(["sample", run, "-n", "3", "--seed", "1", "--truncation", "0", "-o", str(out)]) == 0
+    want = stylegan.generate(nets, sample_latents(3, 8, seed=1), psi=0.0)
+    assert torch.allclose(torch.from_numpy(np.load(out)), want.clamp(-1, 1), atol=1e-6)
+    argv = ["sample", run, "-n", "3", "--seed", "1", "--mix-seed", "2", "--crossover", "0"]
+    assert main([*argv, "-o", str(out)]) == 0  # crossover 0: all of the second seed's styles
+    want = stylegan.generate(nets, sample_latents(3, 8, seed=2))
+    assert torch.allclose(torch.from_numpy(np.load(out)), want.clamp(-1, 1), atol=1e-6)
+    assert main(["sample", run, "--crossover", "1", "-o", str(out)]) == 2
+    assert "--crossover needs --mix-seed" in capsys.readouterr().err
