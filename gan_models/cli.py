@@ -145,7 +145,7 @@ def sample_cmd(
     else:
         psi = 1.0 if truncation is None else truncation
         images = gen.generate_styled(n, seed, psi=psi, mix_seed=mix_seed, crossover=crossover)
-    path = write_samples(images, out)
+    path = write_samples(images, out, inputs=gen.inputs(n, seed))
     typer.echo(f"wrote {n} samples ({tuple(images.shape[1:])}) to {path}")
 
 

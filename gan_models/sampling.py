@@ -4,19 +4,26 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from gan_models.config import TrainParams, load_params
-from gan_models.errors import GanopsError
+from gan_models.data.format import ImageSet
+from gan_models.errors import DataError, GanopsError
 from gan_models.families import get_family
 from gan_models.families.base import DataSpec, Family, Nets
+from gan_models.training.batches import load_training_set
 from gan_models.training.checkpoint import latest_checkpoint, load_checkpoint
-from gan_models.training.loop import generate_images, sample_latents, select_device
-from gan_models.utils.images import save_grid_png
+from gan_models.training.loop import (
+    generate_from_latents,
+    generate_images,
+    sample_latents,
+    select_device,
+)
+from gan_models.utils.images import interleave_pairs, save_grid_png
 from gan_models.utils.io import atomic_path
 
 
@@ -29,6 +36,8 @@ class RunGenerator:
     spec: DataSpec
     nets: Nets
     source: str
+    # the run's training data once loaded for sample_inputs (False: not on disk)
+    _data: ImageSet | bool | None = field(default=None, repr=False)
 
     @classmethod
     def from_run_dir(
@@ -66,10 +75,45 @@ class RunGenerator:
         nets = {k: m.to(dev).eval() for k, m in nets.items()}
         return cls(family, params, spec, nets, source)
 
+    def inputs(self, n: int, seed: int, data: ImageSet | None = None) -> torch.Tensor | None:
+        """n seeded real inputs (n, C, h, w) of an image-to-image family, else None.
+
+        Drawn by the family's ``sample_inputs`` from ``data``, by default the run's own training
+        data when it is on disk; otherwise (a registered model away from its data) from the
+        real inputs the generator remembered in training (``G.bank``).
+        """
+        if self.family.sample_inputs is None:
+            return None
+        if data is None:
+            data = self._training_data()
+        if data is not None:
+            return self.family.sample_inputs(self.params, self.spec, data, n, seed)
+        z = sample_latents(n, self.params.model.latent_dim, seed)  # (n, Z) picks stored inputs
+        bank = self.nets["G"].bank
+        return bank.pick(z.to(bank.images.device)).float().cpu()
+
+    def _training_data(self) -> ImageSet | None:
+        if self._data is None:
+            try:
+                self._data = load_training_set(self.params.data.path, self.params.data.split)
+            except DataError:
+                self._data = False  # not on disk here: use the stored inputs
+        return self._data or None
+
     def generate(
-        self, n: int, seed: int, labels: torch.Tensor | None = None
+        self,
+        n: int,
+        seed: int,
+        labels: torch.Tensor | None = None,
+        data: ImageSet | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """n images (n, C, H, W) in [-1, 1]; the same seed always gives the same images."""
+        """n images (n, C, H, W) in [-1, 1]; the same seed always gives the same images.
+
+        Image-to-image families translate :meth:`inputs` (from ``data`` when given).
+        """
+        x = self.inputs(n, seed, data)
+        if x is not None:
+            return generate_from_latents(self.family, self.nets, x), None
         return generate_images(self.family, self.nets, self.params, self.spec, n, seed, labels)
 
     @torch.no_grad()
@@ -104,9 +148,22 @@ class RunGenerator:
         return images.float().cpu().clamp_(-1, 1)  # (n, C, H, W)
 
 
-def write_samples(images: torch.Tensor, out: str | Path, nrow: int | None = None) -> Path:
-    """``.png``: a grid; ``.npy``: the raw float32 images (N, C, H, W), for exact comparison."""
+def write_samples(
+    images: torch.Tensor,
+    out: str | Path,
+    nrow: int | None = None,
+    inputs: torch.Tensor | None = None,
+) -> Path:
+    """``.png``: a grid; ``.npy``: the raw float32 images (N, C, H, W), for exact comparison.
+
+    With the ``inputs`` of an image-to-image generator, the grid shows each input next to its
+    output (the ``.npy`` file holds the outputs only).
+    """
     out = Path(out)
+    if inputs is not None and out.suffix == ".png":
+        pairs = interleave_pairs(inputs, images)  # (2N, C, H, W)
+        cols = nrow or 2 * math.ceil(math.sqrt(images.shape[0] / 2))  # even: pairs side by side
+        return save_grid_png(pairs, out, nrow=cols, scale=2 if images.shape[-1] < 64 else 1)
     if out.suffix == ".npy":
         with atomic_path(out) as tmp, open(tmp, "wb") as f:
             np.save(f, images.float().numpy())

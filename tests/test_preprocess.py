@@ -246,7 +246,7 @@ def test_paired_datasets_are_refused(tmp_path, digits):
     images, _ = digits
     raw = tmp_path / "raw/pairs"
     write_imageset(raw, {"a": images[:, :, ::2, ::2], "b": images}, meta={}, kind="paired")
-    with pytest.raises(DataError, match=r"kind 'images' datasets; this one is 'paired'"):
+    with pytest.raises(DataError, match=r"'images' and 'unpaired' datasets; this one is 'paired'"):
         preprocess_dataset(raw, tmp_path / "out", PreprocessParams())
 
 

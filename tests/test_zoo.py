@@ -523,7 +523,7 @@ def test_presets_load_and_build(family, size):
     assert p.model.family == family
     f = FAMILIES[family]
     if family == "cyclegan":
-        assert p.data.path == "data/raw/mnist5k-inverted"
+        assert p.data.path == "data/processed/mnist5k-inverted" and p.data.split == "train"
         spec = DataSpec(1, p.data.image_size, kind="unpaired")
     else:
         spec = DataSpec(1, p.data.image_size)

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from gan_models.data.sources import Loaded
+from gan_models.errors import DataError
 from gan_models.utils.io import sha256_file
 
 DIGIT_CLASSES = [str(d) for d in range(10)]
@@ -69,5 +70,56 @@ def load_digits() -> Loaded:
             "loader": "sklearn.datasets.load_digits",
             "scaling": "floor(x * 255 / 16 + 1/2) from intensities 0..16",
             "files": [_shipped_file("sklearn.datasets", "data/digits.csv.gz")],
+        },
+    )
+
+
+# Built-in unpaired pairs: two image domains made from mnist5k's real digits, for CycleGAN's
+# tests and demo without any download. Domain b is a pixel-wise restyling of *other* digits than
+# domain a's, so no image of a has its counterpart in b: the pairing is really unpaired.
+PAIR_STYLES = {
+    "inverted": "white background, dark strokes: 255 - x",
+    "thick": "strokes thickened by a 3x3 grey dilation (max filter)",
+}
+PAIR_SEED = 0  # the permutation that deals the digits into the two domains
+
+
+def dilate3x3(images: np.ndarray) -> np.ndarray:
+    """Grey dilation of uint8 images (N, C, H, W) by a 3x3 square: the max of each neighbourhood."""
+    h, w = images.shape[-2:]
+    padded = np.pad(images, ((0, 0), (0, 0), (1, 1), (1, 1)))  # zeros: MNIST's background
+    shifts = [padded[..., i : i + h, j : j + w] for i in range(3) for j in range(3)]
+    return np.maximum.reduce(shifts)  # (N, C, H, W)
+
+
+def load_mnist5k_pair(style: str) -> Loaded:
+    """mnist5k dealt into two halves of 2,500 digits: a as they are, b restyled by ``style``.
+
+    A seeded permutation stratified by class (250 digits of each class per domain) decides which
+    digits go where; ``origin`` records the rule and the seed.
+    """
+    if style not in PAIR_STYLES:
+        raise DataError(f"unknown mnist5k pair style {style!r}; known: {', '.join(PAIR_STYLES)}")
+    digits = load_mnist5k()
+    images, labels = digits.arrays["images"], digits.labels
+    assert labels is not None
+    rng = np.random.default_rng(PAIR_SEED)
+    half_a, half_b = [], []
+    for k in np.unique(labels):
+        rows = rng.permutation(np.flatnonzero(labels == k))
+        half_a.append(rows[: len(rows) // 2])
+        half_b.append(rows[len(rows) // 2 :])
+    ia, ib = np.sort(np.concatenate(half_a)), np.sort(np.concatenate(half_b))
+    a, b = images[ia], images[ib]  # (2500, 1, 28, 28) each, disjoint digits
+    b = 255 - b if style == "inverted" else dilate3x3(b)
+    return Loaded(
+        arrays={"a": a, "b": b},
+        origin={
+            **digits.origin,
+            "pair": f"mnist5k-{style}",
+            "a": "mnist5k digits as shipped",
+            "b": f"other mnist5k digits, {PAIR_STYLES[style]}",
+            "split_rule": "per class, a seeded permutation: first half -> a, second half -> b",
+            "seed": PAIR_SEED,
         },
     )

@@ -195,9 +195,12 @@ def preprocess_dataset(
     raw_dir, out_dir = Path(raw_dir), Path(out_dir)
     name = raw_dir.name
     raw = read_imageset(raw_dir, verify=True)
+    if raw.kind == "unpaired":
+        return _preprocess_unpaired(raw, raw_dir, out_dir, params)
     if raw.kind != "images":
         raise DataError(
-            f"{raw_dir}: preprocess handles kind 'images' datasets; this one is {raw.kind!r}"
+            f"{raw_dir}: preprocess handles kind 'images' and 'unpaired' datasets; this one is "
+            f"{raw.kind!r}"
         )
     images, labels = raw.images, raw.labels
     num_classes = raw.num_classes
@@ -249,5 +252,52 @@ def preprocess_dataset(
                 "sha256": {f: sha256_file(tmp / split / f) for f in files},
             }
         manifest["image_shape"] = manifest["splits"]["train"]["shape"][1:]
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    return manifest
+
+
+def _preprocess_unpaired(
+    raw: Any, raw_dir: Path, out_dir: Path, params: PreprocessParams
+) -> dict[str, Any]:
+    """Unpaired domains: ``a`` and ``b`` are split independently (their counts may differ), each
+    split an unpaired dataset directory holding both domains' images of that split."""
+    name = raw_dir.name
+    parts = {k: split_indices(len(raw.arrays[k]), None, params) for k in ("a", "b")}
+    manifest: dict[str, Any] = {
+        "format_version": FORMAT_VERSION,
+        "stage": "preprocess",
+        "name": name,
+        "kind": "unpaired",
+        "raw": {
+            "name": name,
+            "meta_json_sha256": sha256_file(raw_dir / "meta.json"),
+            "sha256": raw.meta.get("sha256", {}),
+            "shape": {k: list(v.shape) for k, v in raw.arrays.items()},
+            "dtype": {k: str(v.dtype) for k, v in raw.arrays.items()},
+        },
+        "params": params.model_dump(mode="json"),
+        "value_range": [-1.0, 1.0],
+        "splits": {},
+    }
+    with atomic_dir(out_dir) as tmp:
+        for split in SPLITS:
+            arrays = {
+                k: transform_images(raw.arrays[k][parts[k][split]], params, rows=parts[k][split])
+                for k in ("a", "b")
+            }  # (n_k, C', S, S) each
+            meta = {
+                "name": f"{name}/{split}",
+                "source": raw.meta.get("source"),
+                "origin": {"stage": "preprocess", "raw": name, "split": split},
+            }
+            write_imageset(tmp / split, arrays, meta=meta, kind="unpaired")
+            files = sorted(p.name for p in (tmp / split).iterdir())
+            manifest["splits"][split] = {
+                "count": {k: len(parts[k][split]) for k in arrays},
+                "shape": {k: list(v.shape) for k, v in arrays.items()},
+                "dtype": "float32",
+                "sha256": {f: sha256_file(tmp / split / f) for f in files},
+            }
+        manifest["image_shape"] = manifest["splits"]["train"]["shape"]["b"][1:]
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     return manifest

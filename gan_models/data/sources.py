@@ -14,7 +14,12 @@ source             kind      what it reads
 ``folder``         images    a folder of images; class sub-folders become labels
 ``paired``         paired    ``a/`` and ``b/`` folders whose files pair by name
 ``unpaired``       unpaired  ``a/`` and ``b/`` (or ``trainA/``, ``trainB/``), any counts
+``mnist5k-*``      unpaired  built-in pairs: ``-inverted`` and ``-thick`` (offline)
 =================  ========  ============================================================
+
+The built-in unpaired pairs deal mnist5k's digits into two disjoint halves: ``a`` keeps its
+digits as they are, ``b`` holds the other digits inverted (``mnist5k-inverted``) or with strokes
+thickened (``mnist5k-thick``); see :func:`gan_models.data.embedded.load_mnist5k_pair`.
 """
 
 from __future__ import annotations
@@ -89,6 +94,15 @@ def _load_digits(opts: FetchOptions) -> Loaded:
     from gan_models.data.embedded import load_digits
 
     return load_digits()
+
+
+def _pair_loader(style: str) -> Callable[[FetchOptions], Loaded]:
+    def load(opts: FetchOptions) -> Loaded:
+        from gan_models.data.embedded import load_mnist5k_pair
+
+        return load_mnist5k_pair(style)
+
+    return load
 
 
 def _canonical_loader(dataset: str) -> Callable[[FetchOptions], Loaded]:
@@ -190,11 +204,25 @@ SOURCES: dict[str, Source] = {
         ),
         Source(
             "unpaired",
-            "--path DIR with a/ and b/ (or CycleGAN's trainA/ and trainB/), any counts",
+            "--path DIR with a/ and b/ (or CycleGAN's trainA/ and trainB/), any counts; "
+            "built-in pairs need no folder: mnist5k-inverted, mnist5k-thick",
             "unpaired",
             _load_unpaired,
             path="required",
             resizable=True,
+        ),
+        Source(
+            "mnist5k-inverted",
+            "unpaired: 2,500 mnist5k digits (a) and the other 2,500 inverted (b), 1x28x28; offline",
+            "unpaired",
+            _pair_loader("inverted"),
+        ),
+        Source(
+            "mnist5k-thick",
+            "unpaired: 2,500 mnist5k digits (a) and the other 2,500 with thickened strokes (b), "
+            "1x28x28; offline",
+            "unpaired",
+            _pair_loader("thick"),
         ),
     )
 }

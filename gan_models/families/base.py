@@ -11,6 +11,8 @@ family of the zoo:
   ``{"G": [G_AB, G_BA], "D": [D_A, D_B]}`` and ``batch_kind="unpaired"`` (batches ``a``, ``b``);
 - paired data (SRGAN): ``batch_kind="paired"`` (batches ``a`` = low-res, ``b`` = high-res) and a
   G phase whose loss adds the content term;
+- image-to-image generators (CycleGAN, SRGAN): ``sample_inputs`` draws the real inputs that
+  sample grids and evaluation feed to ``generate`` in place of latents;
 - StyleGAN: G holds mapping + synthesis; lazy regularisers are phases with ``every=16``.
 """
 
@@ -25,6 +27,7 @@ from torch import Tensor, nn
 
 if TYPE_CHECKING:
     from gan_models.config import TrainParams
+    from gan_models.data.format import ImageSet
 
 Nets = dict[str, nn.Module]
 Batch = dict[str, Tensor]
@@ -66,6 +69,8 @@ class StepContext:
 
 
 LossFn = Callable[[Nets, Batch | None, StepContext], Losses]
+# sample_inputs(params, spec, data, n, seed) -> n real inputs (n, C, h, w) in [-1, 1]
+SampleInputsFn = Callable[["TrainParams", DataSpec, "ImageSet", int, int], Tensor]
 
 
 @dataclass
@@ -108,6 +113,15 @@ class Family:
     default_n_critic: int = 1
     allowed_losses: tuple[str, ...] = ("nonsaturating", "hinge", "wasserstein", "lsgan")
     check: Callable[[TrainParams, DataSpec], None] | None = None
+    # Families whose generator maps an image to an image (translation, super-resolution) draw
+    # seeded real inputs from a dataset here; ``generate`` then takes them (N, C, h, w) in place
+    # of latents, and sample grids show each input next to its output. None: latents only.
+    sample_inputs: SampleInputsFn | None = None
+
+    @property
+    def takes_inputs(self) -> bool:
+        """Whether the generator's input is an image (see ``sample_inputs``)."""
+        return self.sample_inputs is not None
 
     def loss_type(self, params: TrainParams) -> str:
         return params.loss.type or self.default_loss

@@ -21,9 +21,11 @@ all work on ``nets["G"]``, cover the pair; the optimizer group ``G`` steps both,
 ``D_A`` and ``D_B``.
 
 Sampling: the "latent" of a translation family is its input image. ``generate(nets, x)`` with
-x (N, C_a, H, W) translates domain-a images to domain b; with 2-D latents (N, Z), as the trainer's
-grid passes them, it translates real inputs remembered from training (see :class:`InputBank`).
-:func:`sample_inputs` draws seeded real inputs from a dataset, for callers that have one.
+x (N, C_a, H, W) translates domain-a images to domain b. :func:`sample_inputs` (the family's
+``sample_inputs`` hook) draws seeded real inputs from a dataset: the trainer's sample grids,
+``ganops sample`` and evaluation translate those and show each input next to its output. Without
+a dataset (a registered model elsewhere), 2-D latents (N, Z) pick real inputs remembered from
+training (see :class:`InputBank`).
 """
 
 from __future__ import annotations
@@ -318,8 +320,7 @@ def seeded_indices(count: int, n: int, seed: int) -> Tensor:
 def sample_inputs(params: TrainParams, spec: DataSpec, data: ImageSet, n: int, seed: int) -> Tensor:
     """n real domain-a inputs (n, C_a, H, W) in [-1, 1] chosen by ``seed``, for :func:`generate`.
 
-    What the trainer's sample grid and ``ganops sample`` should pass instead of latents once the
-    trainer has a hook for it; until then they get inputs from the bank.
+    The family's ``sample_inputs`` hook: the same seed and data always give the same inputs.
     """
     from gan_models.training.batches import to_model_range  # training imports the families
 
@@ -371,4 +372,5 @@ FAMILY = Family(
     default_loss="lsgan",
     allowed_losses=("lsgan", "nonsaturating", "hinge"),
     check=check,
+    sample_inputs=sample_inputs,
 )

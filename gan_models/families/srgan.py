@@ -18,8 +18,9 @@ Pairs: from a ``paired`` dataset (``a`` low-res at its native size, ``b`` high-r
 high-res image by ``scale`` (bicubic, antialiased), as the paper does.
 
 Sampling: the "latent" is the low-res input. ``generate(nets, x)`` with x (N, C, h, w) returns
-(N, C, h * scale, w * scale); 2-D latents pick low-res inputs remembered in training, and
-:func:`sample_inputs` draws seeded low-res inputs from a dataset.
+(N, C, h * scale, w * scale). :func:`sample_inputs` (the family's ``sample_inputs`` hook) draws
+seeded low-res inputs from a dataset, which sample grids show next to their outputs; without a
+dataset, 2-D latents pick low-res inputs remembered in training.
 Not done here: the paper's SRResNet (MSE-only) pre-training before the adversarial phase; run
 with ``loss.adv_weight=0`` first and start from those weights to reproduce it.
 """
@@ -295,4 +296,5 @@ FAMILY = Family(
     default_loss="nonsaturating",
     allowed_losses=("nonsaturating", "lsgan", "hinge"),
     check=check,
+    sample_inputs=sample_inputs,
 )

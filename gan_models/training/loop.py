@@ -45,7 +45,7 @@ from gan_models.training.checkpoint import (
     set_rng_state,
 )
 from gan_models.training.ema import EMA
-from gan_models.utils.images import save_grid_png
+from gan_models.utils.images import interleave_pairs, save_grid_png
 from gan_models.utils.io import atomic_path, write_json_atomic, write_text_atomic
 
 log = logging.getLogger("ganops.train")
@@ -409,8 +409,18 @@ def _train(
     ema_nets = {**nets, **{k: e.shadow for k, e in emas.items()}}
     fixed_seed = t.seed + 1  # sample grids use their own generator: training RNG is untouched
 
+    grid_inputs = None
+    if family.sample_inputs is not None:
+        # Image-to-image families: the same real training inputs in every grid, each shown
+        # beside its output, so that grids over time show what the generator does to them.
+        grid_inputs = family.sample_inputs(params, spec, data, 32, fixed_seed)  # (32, C, h, w)
+
     def grid(step: int) -> None:
-        images, _ = generate_images(family, ema_nets, params, spec, 64, fixed_seed)
+        if grid_inputs is None:
+            images, _ = generate_images(family, ema_nets, params, spec, 64, fixed_seed)
+        else:
+            outputs = generate_from_latents(family, ema_nets, grid_inputs)  # (32, C, H, W)
+            images = interleave_pairs(grid_inputs, outputs)  # (64, C, H, W)
         save_grid_png(images, run_dir / "samples" / f"step_{step:08d}.png", nrow=8)
 
     groups = {n: names for n, names in family.optim_groups.items()}

@@ -102,3 +102,20 @@ def save_grid_png(
     if scale > 1:
         grid = grid.repeat(scale, axis=0).repeat(scale, axis=1)
     return save_png(grid, path)
+
+
+def interleave_pairs(inputs: ArrayLike, outputs: ArrayLike) -> torch.Tensor:
+    """Inputs next to their outputs, for grids of image-to-image generators: (2N, C, H, W).
+
+    Row-major order input_0, output_0, input_1, ...; a grid with an even ``nrow`` then shows
+    each pair side by side. Inputs are brought to the outputs' size by nearest-neighbour
+    upsampling (a low-res input keeps its pixels visible) and grey ones to their channels.
+    """
+    x, y = as_images(inputs, what="inputs"), as_images(outputs, what="outputs")
+    if x.shape[0] != y.shape[0]:
+        raise DataError(f"{x.shape[0]} inputs for {y.shape[0]} outputs")
+    if x.shape[-2:] != y.shape[-2:]:
+        x = torch.nn.functional.interpolate(x, size=y.shape[-2:], mode="nearest-exact")
+    c = max(x.shape[1], y.shape[1])
+    x, y = x.expand(-1, c, -1, -1), y.expand(-1, c, -1, -1)  # grey (C=1) broadcast to RGB
+    return torch.stack([x, y], 1).reshape(-1, c, *y.shape[-2:])  # (2N, C, H, W)
