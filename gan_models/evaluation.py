@@ -17,6 +17,8 @@ import torch
 from gan_models.config import TrainParams
 from gan_models.data.format import ImageSet, read_imageset
 from gan_models.errors import DataError
+from gan_models.families import srgan
+from gan_models.family_metrics import super_resolution_metrics, translation_metrics
 from gan_models.metrics.config import EvaluateParams, FeaturesParams
 from gan_models.metrics.domain_classifier import train_domain_classifier
 from gan_models.metrics.evaluate import evaluate_generator, load_extractor, write_evaluation
@@ -26,6 +28,7 @@ from gan_models.metrics.reference import reference_stats
 from gan_models.sampling import RunGenerator
 from gan_models.training.batches import to_model_range
 from gan_models.training.loop import StepInfo, generate_from_latents, sample_latents
+from gan_models.utils.images import interleave_pairs
 
 FEATURES_ROOT = Path("models/features")
 
@@ -101,14 +104,23 @@ def interpolation_strips(
 
 
 def untrained_fid(
-    gen: RunGenerator, extractor: FeatureExtractor, ref_mu, ref_sigma, n: int, seed: int
+    gen: RunGenerator,
+    extractor: FeatureExtractor,
+    ref_mu,
+    ref_sigma,
+    n: int,
+    seed: int,
+    data: ImageSet | None = None,
 ) -> float:
-    """FID of the same architecture at its seeded initial weights: the 'no training' end."""
+    """FID of the same architecture at its seeded initial weights: the 'no training' end.
+
+    ``data``: where an image-to-image family draws its inputs (the evaluated run's test split).
+    """
     torch.manual_seed(gen.params.train.seed)
     fresh = RunGenerator(
         gen.family, gen.params, gen.spec, gen.family.build(gen.params, gen.spec), "untrained"
     )
-    images, _ = fresh.generate(n, seed)
+    images, _ = fresh.generate(n, seed, data=data)
     return frechet_distance(ref_mu, ref_sigma, *feature_statistics(extractor.features(images)))
 
 
@@ -127,15 +139,55 @@ def evaluate_run(
     params = gen.params
     root = Path(params.data.path)
     size = gen.spec.image_size
-    train_split, test_split = load_split(root, "train", size), load_split(root, "test", size)
     extractor = extractor_for(features, dataset_name(params), features_dir)
+    kwargs = evaluate.evaluate_kwargs()
+    inputs_from = None  # image-to-image families translate the held-out test split
+    extra: dict[str, Any] = {}
+    if gen.family.batch_kind == "unpaired":
+        # Translation: the metrics table scores a -> b (held-out a against b's splits); the
+        # per-direction FIDs and cycle errors go under "translation".
+        train_ab, test_ab = (_unpaired_split(root, s, size) for s in ("train", "test"))
+        name = dataset_name(params)
+        train_split = ImageSet({"images": train_ab["b"]}, None, {"name": f"{name}:b/train"})
+        test_split = ImageSet({"images": test_ab["b"]}, None, {"name": f"{name}:b/test"})
+        inputs_from = ImageSet({"a": test_ab["a"]}, None, {"kind": "unpaired"})
+        kwargs["n_samples"] = min(kwargs["n_samples"], len(test_ab["a"]))
+        refs = {
+            k: reference_stats(
+                train_ab[k],
+                extractor,
+                split=f"{name}:{k}/train",
+                cache_dir=evaluate.cache_dir,
+                max_features=evaluate.max_reference_features,
+            )
+            for k in ("a", "b")
+        }
+        extra["translation"] = translation_metrics(
+            gen.nets,
+            torch.from_numpy(test_ab["a"]),
+            torch.from_numpy(test_ab["b"]),
+            extractor=extractor,
+            ref_a=refs["a"],
+            ref_b=refs["b"],
+        )
+    else:
+        train_split, test_split = load_split(root, "train", size), load_split(root, "test", size)
+        if gen.family.takes_inputs:  # super-resolution of the held-out images
+            inputs_from = test_split
+            kwargs["n_samples"] = min(kwargs["n_samples"], len(test_split.images))
+            hr = torch.from_numpy(test_split.images)  # (N, C, H, W)
+            lr = srgan.downsample(hr, params.model.scale)  # what sample_inputs makes of them
+            extra["super_resolution"] = super_resolution_metrics(gen.nets, lr, hr)
+    n_samples = kwargs["n_samples"]
     result = evaluate_generator(
-        lambda n, seed: gen.generate(n, seed),
+        lambda n, seed: gen.generate(n, seed, data=inputs_from),
         extractor=extractor,
         real_train=train_split,
         real_test=test_split,
-        **evaluate.evaluate_kwargs(),
+        **kwargs,
     )
+    result.update(extra)
+    result["summary"].update(_family_summary(extra))
     result["run"] = {
         "family": gen.family.name,
         "dataset": dataset_name(params),
@@ -150,13 +202,47 @@ def evaluate_run(
             cache_dir=evaluate.cache_dir,
             max_features=evaluate.max_reference_features,
         )
-        value = untrained_fid(gen, extractor, ref.mu, ref.sigma, evaluate.n_samples, evaluate.seed)
+        value = untrained_fid(
+            gen, extractor, ref.mu, ref.sigma, n_samples, evaluate.seed, data=inputs_from
+        )
         result["fid"]["untrained"] = value
         result["summary"]["fid_untrained"] = value
-    write_evaluation(
-        result, run_dir, interpolation=interpolation_strips(gen), nrow=evaluate.grid_nrow
-    )
+    if inputs_from is None:
+        figures = {"interpolation": interpolation_strips(gen)}
+    else:  # inputs beside outputs; latent interpolation means nothing for these families
+        x = gen.inputs(32, evaluate.seed, data=inputs_from)  # (32, C, h, w)
+        y, _ = gen.generate(32, evaluate.seed, data=inputs_from)
+        figures = {"samples": interleave_pairs(x, y)}
+    write_evaluation(result, run_dir, nrow=evaluate.grid_nrow, **figures)
     return result
+
+
+def _unpaired_split(root: Path, split: str, size: int) -> dict[str, np.ndarray]:
+    """Both domains of a processed unpaired split as float32 [-1, 1] (N, C, size, size)."""
+    path = root / split
+    if not (path / "meta.json").is_file():
+        raise DataError(
+            f"{path}: no {split!r} split; evaluating a translation needs a processed unpaired "
+            f"dataset with train/test splits (run `ganops data preprocess {root.name}`)"
+        )
+    ds = read_imageset(path)
+    if ds.kind != "unpaired":
+        raise DataError(f"{path}: expected an unpaired dataset (arrays a and b), got {ds.kind!r}")
+    return {k: to_model_range(ds.arrays[k], size).numpy() for k in ("a", "b")}
+
+
+def _family_summary(extra: dict[str, Any]) -> dict[str, float]:
+    """Flat numbers of the family-specific metrics, for trackers that log scalars."""
+    s: dict[str, float] = {}
+    sr = extra.get("super_resolution")
+    if sr:
+        for who in ("generator", "bicubic"):
+            s[f"sr_psnr_{who}"] = sr[who]["psnr"]
+            s[f"sr_ssim_{who}"] = sr[who]["ssim"]
+    for direction, m in (extra.get("translation") or {}).items():
+        s[f"fid_{direction}"] = m["fid"]
+        s[f"cycle_l1_{direction}"] = m["cycle_l1"]
+    return s
 
 
 @dataclass

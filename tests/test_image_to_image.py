@@ -203,3 +203,135 @@ def test_builtin_pair_fetch_and_preprocess(tmp_path):
             assert not rows & seen[k], f"{split} {k} overlaps an earlier split"
             seen[k] |= rows
     assert len(seen["a"]) == len(raw.arrays["a"])  # the splits partition each domain
+
+
+# ---------------------------------------------------------------------------- evaluation
+
+
+class _Fixed(torch.nn.Module):
+    """A stand-in generator: a fixed function, plus one parameter for the device lookup."""
+
+    def __init__(self, fn):
+        super().__init__()
+        self.fn, self.w = fn, torch.nn.Parameter(torch.zeros(()))
+
+    def forward(self, x):
+        return self.fn(x)
+
+
+def test_super_resolution_metrics_against_bicubic():
+    from gan_models.families.sr_metrics import psnr
+    from gan_models.family_metrics import super_resolution_metrics
+
+    hr = torch.rand(6, 1, 16, 16) * 2 - 1
+    lr = F.interpolate(hr, size=(8, 8), mode="area")
+
+    def bicubic(x):
+        return F.interpolate(x, size=(16, 16), mode="bicubic", align_corners=False)
+
+    same = super_resolution_metrics({"G": _Fixed(bicubic)}, lr, hr)
+    assert same["psnr_gain"] == 0 and same["ssim_gain"] == 0 and same["n"] == 6
+    want = psnr(bicubic(lr).clamp(-1, 1), hr).mean().item()
+    assert same["bicubic"]["psnr"] == pytest.approx(want, rel=1e-6)
+    assert same["ssim_sigma"] == 1.5  # 16 px hold the 11x11 window
+    # a generator that sees the answer beats bicubic on both
+    cheat = super_resolution_metrics({"G": _Fixed(lambda x: hr[: len(x)])}, lr, hr)
+    assert cheat["generator"]["ssim"] == pytest.approx(1.0) and cheat["psnr_gain"] > 0
+
+
+@pytest.fixture(scope="module")
+def evaluation_data(tmp_path_factory):
+    """Processed 8x8 bars (images, with labels) and an unpaired bars/inverted-bars set, with a
+    domain classifier trained on the bars."""
+    from gan_models.evaluation import train_features
+    from gan_models.metrics.config import FeaturesParams
+
+    root = tmp_path_factory.mktemp("processed")
+    for split, n in (("train", 60), ("val", 9), ("test", 24)):
+        x = _bars(n, {"train": 0, "val": 1, "test": 2}[split])
+        labels = np.arange(n) % 3
+        write_imageset(root / "bars" / split, {"images": x}, labels=labels, meta={"name": "b"})
+        pair = {"a": x[: n // 2], "b": 255 - x[n // 2 :]}
+        write_imageset(root / "inv" / split, pair, meta={"name": "inv"}, kind="unpaired")
+    params = FeaturesParams(domain={"epochs": 3, "batch_size": 16, "width": 4, "hidden": 8})
+    train_features(root / "bars", params, root / "features")
+    return root
+
+
+def _evaluate(run, root, n=500):
+    from gan_models.evaluation import evaluate_run
+    from gan_models.metrics.config import EvaluateParams, FeaturesParams
+
+    ev = EvaluateParams(n_samples=n, fid_bootstrap=5, kid_subsets=3, memorization_samples=5)
+    return evaluate_run(run, features=FeaturesParams(), evaluate=ev, features_dir=root / "features")
+
+
+def test_evaluate_srgan_scores_held_out_images_against_bicubic(
+    evaluation_data, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("GANOPS_CACHE_DIR", str(tmp_path / "cache"))
+    root = evaluation_data
+    params = tiny("srgan", root / "bars")
+    params.data.split = "train"
+    train(params, tmp_path / "run")
+    result = _evaluate(tmp_path / "run", root)
+    sr = result["super_resolution"]
+    assert sr["n"] == 24 and sr["scale"] == 2 and sr["ssim_sigma"] == 0.5  # 8 px < 11
+    assert result["lineage"]["n_fake"] == 24  # each held-out image once, not 500 draws
+    hr = torch.from_numpy(read_imageset(root / "bars/test").arrays["images"]).float() / 127.5 - 1
+    lr = F.interpolate(hr, size=(4, 4), mode="bicubic", antialias=True).clamp(-1, 1)
+    up = F.interpolate(lr, size=(8, 8), mode="bicubic").clamp(-1, 1)
+    from gan_models.families.sr_metrics import psnr
+
+    assert sr["bicubic"]["psnr"] == pytest.approx(psnr(up, hr).mean().item(), rel=1e-5)
+    assert result["summary"]["sr_psnr_generator"] == sr["generator"]["psnr"]
+    assert (tmp_path / "run/samples.png").is_file()
+    assert not (tmp_path / "run/interpolation.png").exists()
+    from gan_models.metrics.evaluate import format_metrics_table
+
+    assert "PSNR (SR)" in format_metrics_table(result)
+
+
+def test_evaluate_cyclegan_per_direction(evaluation_data, tmp_path, monkeypatch):
+    monkeypatch.setenv("GANOPS_CACHE_DIR", str(tmp_path / "cache"))
+    root = evaluation_data
+    params = tiny("cyclegan", root / "inv")
+    params.data.split = "train"
+    train(params, tmp_path / "run")
+    result = _evaluate(tmp_path / "run", root)
+    t = result["translation"]
+    assert set(t) == {"a_to_b", "b_to_a"}
+    for m in t.values():
+        assert m["n_inputs"] == 12 and m["cycle_l1"] > 0
+        assert all(np.isfinite(m[k]) for k in ("fid", "fid_floor", "fid_untranslated"))
+    # the main table scores the same held-out a -> b translations against b's reference
+    assert result["fid"]["value"] == pytest.approx(t["a_to_b"]["fid"], rel=1e-6)
+    assert result["summary"]["cycle_l1_b_to_a"] == t["b_to_a"]["cycle_l1"]
+
+
+def test_translation_metrics_closed_forms():
+    from gan_models.family_metrics import translation_metrics
+
+    class Ident(torch.nn.Module):  # both generators the identity: nothing is translated
+        def __init__(self):
+            super().__init__()
+            self.G_AB, self.G_BA = _Fixed(lambda x: x), _Fixed(lambda x: x)
+
+    class Pixels:  # features = the pixels, enough for closed forms
+        def features(self, x):
+            return np.asarray(x, dtype=np.float64).reshape(len(x), -1)[:, :6]
+
+        def lineage(self):
+            return {"name": "pixels", "sha256": "0" * 64}
+
+    ex = Pixels()
+    a, b = torch.rand(40, 1, 4, 4), -torch.rand(30, 1, 4, 4)
+    refs = {k: type("R", (), {})() for k in "ab"}
+    for k, x in (("a", a), ("b", b)):
+        f = ex.features(x)
+        refs[k].mu, refs[k].sigma = f.mean(0), np.cov(f, rowvar=False)
+    out = translation_metrics({"G": Ident()}, a, b, extractor=ex, ref_a=refs["a"], ref_b=refs["b"])
+    for m in out.values():
+        assert m["cycle_l1"] == 0 and m["fid"] == pytest.approx(m["fid_untranslated"])
+    assert out["a_to_b"]["fid_floor"] == pytest.approx(0, abs=1e-6)  # b against its own stats
+    assert out["a_to_b"]["fid"] > 1  # untranslated a is far from b

@@ -320,6 +320,35 @@ def _fmt(x: float | None, digits: int = 4) -> str:
     return "n/a" if x is None else f"{x:.{digits}g}"
 
 
+def _family_rows(r: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """Rows of the image-to-image families' own metrics (gan_models.family_metrics)."""
+    rows = []
+    sr = r.get("super_resolution")
+    if sr:
+        for m in ("psnr", "ssim"):
+            gain = sr[f"{m}_gain"]
+            rows.append(
+                (
+                    f"{m.upper()} (SR)",
+                    _fmt(sr["generator"][m]),
+                    f"bicubic {_fmt(sr['bicubic'][m])}; difference {gain:+.4g}; "
+                    f"x{sr['scale']}, {sr['n']} held-out images",
+                )
+            )
+    for direction, m in (r.get("translation") or {}).items():
+        arrow = direction.replace("_to_", "->").upper()
+        rows.append(
+            (
+                f"FID {arrow}",
+                _fmt(m["fid"]),
+                f"floor {_fmt(m['fid_floor'])}; untranslated inputs {_fmt(m['fid_untranslated'])}; "
+                f"{m['n_inputs']} held-out inputs vs the target's reference",
+            )
+        )
+        rows.append((f"cycle L1 {arrow}", _fmt(m["cycle_l1"]), "mean |x - G_back(G_forth(x))|"))
+    return rows
+
+
 def format_metrics_table(result: dict[str, Any]) -> str:
     """A plain-text table of an evaluation result, with its lineage underneath."""
     r = result
@@ -377,6 +406,7 @@ def format_metrics_table(result: dict[str, Any]) -> str:
                 f"ratio {_fmt(m.get('ratio_to_test'), 3)}",
             )
         )
+    rows += _family_rows(r)
     w0 = max(len(a) for a, _, _ in rows)
     w1 = max(len(b) for _, b, _ in rows)
     lines = [f"{'metric':<{w0}}  {'value':<{w1}}  notes", "-" * (w0 + w1 + 40)]
