@@ -41,7 +41,7 @@ from prefect.artifacts import (
 )
 from prefect.cache_policies import NO_CACHE
 
-from flows.gpu import cuda_env, gpu_slot
+from gan_models.gpu import cuda_env, gpu_slot
 from flows.paramfiles import apply_pipeline_params, read_dvc_yaml
 from flows.params import PipelineParams
 from gan_models.errors import GanopsError

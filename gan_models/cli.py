@@ -45,6 +45,10 @@ def _mount_subapps() -> None:
     register_commands(app)
     register_services(app)
 
+    from gan_models.tuning.cli import register_commands as register_tuning
+
+    register_tuning(app)
+
 
 @app.command("train")
 def train_cmd(

@@ -119,6 +119,17 @@ class TrainConfig(Section):
     )
 
 
+class TunedFrom(Section):
+    """Where tuned params came from: the Optuna trial that ``ganops tune`` exported them from."""
+
+    study: str
+    trial: int
+    storage: str
+    values: dict[str, float] = Field(default_factory=dict, description="the trial's objectives")
+    mlflow_run_id: str | None = Field(None, description="the trial's (nested) MLflow run")
+    mlflow_parent_run_id: str | None = Field(None, description="the study's MLflow run")
+
+
 class TrainParams(Section):
     """A training params file: what ``ganops train PARAMS`` reads."""
 
@@ -127,6 +138,9 @@ class TrainParams(Section):
     model: ModelConfig = ModelConfig()
     loss: LossConfig = LossConfig()
     train: TrainConfig = TrainConfig()
+    tuned: TunedFrom | None = Field(
+        None, description="set in params/best.yaml: the tuning trial these params come from"
+    )
 
     @model_validator(mode="after")
     def _family_known(self) -> TrainParams:
@@ -167,6 +181,11 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
         return data
     base = _read_yaml(path.parent / str(base_name), (*seen, path.resolve()))
     return _deep_merge(base, data)
+
+
+def read_params_yaml(path: str | Path) -> dict[str, Any]:
+    """A params file as plain data, with ``extends`` resolved (no validation)."""
+    return _read_yaml(Path(path))
 
 
 def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:

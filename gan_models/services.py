@@ -378,7 +378,7 @@ def up(
         if "worker" in services:
             echo(f"worker: already running (pid {services['worker'].pid})")
         else:
-            from flows.gpu import host_gpus
+            from gan_models.gpu import host_gpus
 
             n = limit or max(1, len(host_gpus()))
             echo(f"worker: starting on pool {pool!r} (limit {n}) ...")

@@ -23,7 +23,7 @@ from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.testing.utilities import prefect_test_harness
 
 from flows.bench import TINY, scratch_project
-from flows.gpu import gpu_slot, host_gpus
+from gan_models.gpu import gpu_slot, host_gpus
 from flows.paramfiles import apply_pipeline_params
 from flows.params import PipelineParams, PromoteParams, TrainTrialParams
 from flows.pipeline import pipeline
@@ -274,7 +274,7 @@ def test_pipeline_refuses_tune_without_a_tune_flow(tmp_path):
 
 HOLD = """
 import sys, time
-from flows.gpu import gpu_slot
+from gan_models.gpu import gpu_slot
 with gpu_slot([0, 1], folder=sys.argv[1], poll_s=0.1) as i:
     print(i, time.time(), flush=True)
     time.sleep(float(sys.argv[2]))

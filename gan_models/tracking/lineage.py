@@ -33,6 +33,8 @@ TAG_RUN_DIR = "ganops.run_dir"
 TAG_FLOW_RUN = "ganops.prefect_flow_run_id"
 TAG_OPTUNA_STUDY = "optuna.study"
 TAG_OPTUNA_TRIAL = "optuna.trial"
+TAG_OPTUNA_STORAGE = "optuna.storage"
+TAG_TUNED_FROM_RUN = "ganops.tuned_from_run"  # the MLflow run of the trial the params came from
 DATA_UNAVAILABLE = "unavailable (data path missing)"
 LINEAGE_TAGS = (
     TAG_FAMILY,
@@ -46,6 +48,8 @@ LINEAGE_TAGS = (
     TAG_FLOW_RUN,
     TAG_OPTUNA_STUDY,
     TAG_OPTUNA_TRIAL,
+    TAG_OPTUNA_STORAGE,
+    TAG_TUNED_FROM_RUN,
 )
 
 
@@ -231,5 +235,11 @@ def run_tags(
     flow_run = prefect_flow_run_id()
     if flow_run:
         tags[TAG_FLOW_RUN] = flow_run
+    if params.tuned is not None:  # trained from params/best.yaml: name the trial behind them
+        tags[TAG_OPTUNA_STUDY] = params.tuned.study
+        tags[TAG_OPTUNA_TRIAL] = str(params.tuned.trial)
+        tags[TAG_OPTUNA_STORAGE] = params.tuned.storage
+        if params.tuned.mlflow_run_id:
+            tags[TAG_TUNED_FROM_RUN] = params.tuned.mlflow_run_id
     tags.update({k: str(v) for k, v in (extra or {}).items()})
     return tags

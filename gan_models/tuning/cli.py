@@ -1,0 +1,117 @@
+"""``ganops tune``: a thin command over :mod:`gan_models.tuning`."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from gan_models.errors import ConfigError
+
+
+def register_commands(app: typer.Typer) -> None:
+    @app.command("tune")
+    def tune_cmd(
+        params: Annotated[
+            Path,
+            typer.Argument(help="training params the trials start from, e.g. params/train.yaml"),
+        ],
+        tune_params: Annotated[
+            Path, typer.Option("--tune-params", help="the study's params (section `tune`)")
+        ] = Path("params/tune.yaml"),
+        set_: Annotated[
+            list[str] | None,
+            typer.Option(
+                "--set",
+                help="override a param: tune.key=value (params/tune.yaml) or section.key=value "
+                "(the training params); repeatable",
+            ),
+        ] = None,
+        trials: Annotated[
+            int | None, typer.Option(help="finished trials the study should reach (tune.trials)")
+        ] = None,
+        workers: Annotated[
+            int | None, typer.Option(help="trials at once, one GPU each if any (tune.workers)")
+        ] = None,
+        pool: Annotated[
+            str | None,
+            typer.Option(help="Prefect work pool for the trials (tune.pool; needs a server)"),
+        ] = None,
+        study: Annotated[str | None, typer.Option(help="study name (tune.study)")] = None,
+        storage: Annotated[str | None, typer.Option(help="Optuna RDB URL (tune.storage)")] = None,
+        out: Annotated[Path, typer.Option("--out", help="where the best trial's params go")] = Path(
+            "params/best.yaml"
+        ),
+        when_enabled: Annotated[
+            bool,
+            typer.Option(
+                "--when-enabled",
+                help="run the study only if tune.enabled is true; otherwise write --out as the "
+                "training params unchanged (the DVC stage)",
+            ),
+        ] = False,
+        dashboard: Annotated[
+            bool, typer.Option("--dashboard", help="serve optuna-dashboard on the study's storage")
+        ] = False,
+        port: Annotated[int, typer.Option(help="optuna-dashboard port")] = 8080,
+        track: Annotated[bool, typer.Option("--track/--no-track", help="log to MLflow")] = True,
+        tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI")] = None,
+        trial: Annotated[
+            int | None, typer.Option(hidden=True, help="run this asked trial (a worker)")
+        ] = None,
+        parent_run: Annotated[str | None, typer.Option(hidden=True)] = None,
+    ) -> None:
+        """Hyperparameter search over GAN training (Optuna), pruned on FID, logged to MLflow."""
+        from gan_models.tuning.study import load_tuning, run_study, run_trial, write_untuned
+
+        tuning = load_tuning(
+            params,
+            tune_params,
+            set_,
+            study=study,
+            storage=storage,
+            trials=trials,
+            workers=workers,
+            pool=pool,
+            track=track,
+            tracking_uri=tracking_uri,
+        )
+        if dashboard:
+            _dashboard(tuning.storage_url, port)
+            return
+        if trial is not None:
+            state = run_trial(tuning, trial, parent_run)
+            typer.echo(f"trial {trial}: {state}")
+            return
+        if when_enabled and not tuning.tune.enabled:
+            write_untuned(out, params, tuning.base)
+            typer.echo(f"tuning is off (tune.enabled in {tune_params}); wrote {out} = {params}")
+            return
+        report = run_study(tuning, out=out, echo=typer.echo)
+        counts = ", ".join(f"{v} {k.lower()}" for k, v in sorted(report.counts().items()))
+        typer.echo(
+            f"study {report.study!r}: {counts}; {report.steps_trained} steps trained in "
+            f"{report.seconds:.1f} s"
+        )
+        if report.best is None:
+            raise ConfigError(f"study {report.study!r}: no trial completed; {out} not written")
+        best = report.best
+        typer.echo(f"best: trial {best['number']} {json.dumps(best['values'])}")
+        typer.echo(f"      {json.dumps(best['params'])}")
+        for row in report.pareto:
+            typer.echo(f"pareto: trial {row['number']} {json.dumps(row['values'])}")
+        typer.echo(f"wrote {out}")
+
+
+def _dashboard(storage_url: str, port: int) -> None:
+    exe = shutil.which("optuna-dashboard")
+    if exe is None:
+        raise ConfigError("optuna-dashboard is not installed (it comes with `make setup`)")
+    typer.echo(f"optuna-dashboard on http://127.0.0.1:{port} (Ctrl-C stops it)")
+    with contextlib.suppress(KeyboardInterrupt):
+        subprocess.run([exe, storage_url, "--host", "127.0.0.1", "--port", str(port)])

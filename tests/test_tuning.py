@@ -1,0 +1,324 @@
+"""Optuna tuning on a tiny project: a study writes best.yaml, a bad trial is pruned, parallel
+workers on one sqlite storage record each trial once, a killed trial is retried from its
+checkpoint. Real Optuna RDB storage (sqlite) and a real MLflow server; nothing is mocked."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+from mlflow_server import shared_mlflow_server
+from optuna.trial import TrialState
+
+from gan_models.cli import main
+from gan_models.config import TrainParams, load_params
+from gan_models.data.format import write_imageset
+from gan_models.evaluation import train_features
+from gan_models.metrics.config import FeaturesParams
+from gan_models.tuning.study import load_tuning, open_study
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory, pytestconfig):
+    return shared_mlflow_server(tmp_path_factory, pytestconfig)
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    """A project folder: processed 8x8 bars, their domain classifier, base and tune params."""
+    root = tmp_path_factory.mktemp("proj")
+    data = root / "data" / "processed" / "bars"
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 96), ("test", 30)):
+        labels = np.arange(n) % 3
+        x = rng.uniform(-1, -0.6, (n, 1, 8, 8)).astype(np.float32)
+        for i, y in enumerate(labels):
+            x[i, 0, :, 2 * y : 2 * y + 3] = 0.9
+        write_imageset(data / split, {"images": x}, labels=labels, meta={"name": "bars"})
+    features = FeaturesParams(domain={"epochs": 8, "batch_size": 16, "width": 8, "hidden": 32})
+    train_features(data, features, root / "models" / "features" / "bars")
+    (root / "params").mkdir()
+    base = {
+        "data": {"path": str(data), "split": "train", "image_size": 8},
+        "model": {"family": "dcgan", "width": 8, "latent_dim": 8},
+        "train": {
+            "steps": 12,
+            "batch_size": 16,
+            "lr": 2e-3,
+            "log_every": 2,
+            "checkpoint_every": 4,
+            "fid_every": 4,
+            "fid_samples": 48,
+            "fid_features": str(root / "models" / "features" / "bars"),
+            "progress": False,
+        },
+    }
+    (root / "params" / "base.yaml").write_text(yaml.safe_dump(base))
+    return root
+
+
+def write_tune(project: Path, name: str, **over) -> Path:
+    tune = {
+        "study": name,
+        "trials": 3,
+        "budget": {"train.steps": 12},
+        "sampler": {"type": "random", "seed": 1},
+        "pruner": {"type": "none"},
+        "heartbeat": {"interval": 1, "grace_period": 3, "max_retry": 2},
+        "space": {
+            "train.lr": {"low": 5e-4, "high": 3e-3, "log": True},
+            "train.betas.0": {"low": 0.0, "high": 0.9},
+            "model.width": {"choices": [4, 8]},
+        },
+    }
+    tune.update(over)
+    path = project / "params" / f"tune-{name}.yaml"
+    path.write_text(yaml.safe_dump({"tune": tune}))
+    return path
+
+
+def ganops(project, *args, check=True, **kw):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "gan_models.cli", *args],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        **kw,
+    )
+    if check:
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc
+
+
+def study_of(project, tune_file, name):
+    tuning = load_tuning(project / "params" / "base.yaml", tune_file, root=project)
+    return optuna.load_study(study_name=name, storage=tuning.storage_url)
+
+
+def test_tiny_study_writes_best_yaml_and_logs_nested_runs(project, mlflow_server, monkeypatch):
+    monkeypatch.chdir(project)
+    tune = write_tune(project, "tiny")
+    out = project / "params" / "best.yaml"
+    argv = ["tune", "params/base.yaml", "--tune-params", str(tune), "--out", str(out)]
+    assert main([*argv, "--tracking-uri", mlflow_server]) == 0
+
+    study = study_of(project, tune, "tiny")
+    trials = study.get_trials()
+    assert [t.number for t in trials] == [0, 1, 2]
+    assert all(t.state == TrialState.COMPLETE for t in trials)
+    best = min(trials, key=lambda t: t.values[0])
+
+    # best.yaml: the base file plus the best trial's values, and where they came from.
+    params = load_params(out, TrainParams)
+    assert params.tuned.study == "tiny" and params.tuned.trial == best.number
+    assert params.tuned.values == {"fid": pytest.approx(best.values[0])}
+    assert params.train.lr == pytest.approx(best.params["train.lr"])
+    assert params.train.betas[0] == pytest.approx(best.params["train.betas.0"])
+    assert params.train.betas[1] == 0.999  # the rest of the list is the base's
+    assert params.model.width == best.params["model.width"]
+    assert params.train.steps == 12 and params.name == "base"
+    doc = yaml.safe_load(out.read_text())
+    assert doc["extends"] == "base.yaml" and set(doc) >= {"train", "model", "tuned"}
+
+    # MLflow: a parent run for the study, one nested run per trial with its FID.
+    client = MlflowClient(mlflow_server)
+    parent_id = params.tuned.mlflow_parent_run_id
+    parent = client.get_run(parent_id)
+    assert parent.data.tags["optuna.study"] == "tiny" and parent.info.status == "FINISHED"
+    assert parent.data.metrics["best_fid"] == pytest.approx(best.values[0])
+    assert parent.data.metrics["trials_complete"] == 3
+    figures = {f.path for f in client.list_artifacts(parent_id, "study")}
+    assert {"study/history.png", "study/summary.json"} <= figures
+    runs = client.search_runs(
+        [parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent_id}'"
+    )
+    by_trial = {r.data.tags["optuna.trial"]: r for r in runs}
+    assert sorted(by_trial) == ["0", "1", "2"] and len(runs) == 3
+    for t in trials:
+        r = by_trial[str(t.number)]
+        assert r.data.metrics["trial/fid"] == pytest.approx(t.values[0])
+        assert r.data.params["train.lr"] == str(t.params["train.lr"])
+        assert r.data.tags["optuna.state"] == "COMPLETE"
+    assert params.tuned.mlflow_run_id == by_trial[str(best.number)].info.run_id
+
+    # A second run with the same name continues the study: 3 more trials, not 3 again.
+    assert main([*argv, "--tracking-uri", mlflow_server, "--trials", "4"]) == 0
+    assert len(study_of(project, tune, "tiny").get_trials()) == 4
+
+    # Training from best.yaml tags the run with the trial it came from.
+    run_dir = project / "runs" / "from-best"
+    assert (
+        main(["train", str(out), "--run-dir", str(run_dir), "--tracking-uri", mlflow_server]) == 0
+    )
+    ref = json.loads((run_dir / "mlflow_run.json").read_text())
+    tags = client.get_run(ref["run_id"]).data.tags
+    best4 = load_params(out, TrainParams).tuned
+    assert tags["optuna.study"] == "tiny" and tags["optuna.trial"] == str(best4.trial)
+    assert tags["ganops.tuned_from_run"] == best4.mlflow_run_id
+
+
+def test_bad_trial_is_pruned(project, mlflow_server, monkeypatch):
+    monkeypatch.chdir(project)
+    tune = write_tune(
+        project,
+        "prune",
+        trials=2,
+        budget={"train.steps": 24},
+        pruner={"type": "median", "startup_trials": 1, "warmup_steps": 0},
+        space={
+            "train.lr": {"low": 1e-7, "high": 3e-3, "log": True},
+            "model.width": {"choices": [4, 8]},
+        },
+    )
+    tuning = load_tuning(project / "params" / "base.yaml", tune, root=project)
+    study = open_study(tuning)
+    # Trial 0 learns; trial 1 is constructed bad: a learning rate that leaves it at its start.
+    study.enqueue_trial({"train.lr": 3e-3, "model.width": 8})
+    study.enqueue_trial({"train.lr": 1e-7, "model.width": 8})
+    argv = ["tune", "params/base.yaml", "--tune-params", str(tune), "--out", "best-prune.yaml"]
+    changed = "tune.space.model.width={choices: [4]}"  # another space: not this study
+    assert main([*argv, "--tracking-uri", mlflow_server, "--set", changed]) == 2
+    assert main([*argv, "--tracking-uri", mlflow_server]) == 0
+    good, bad = study_of(project, tune, "prune").get_trials()
+    assert good.state == TrialState.COMPLETE
+    assert bad.state == TrialState.PRUNED, bad.intermediate_values
+    pruned_at = bad.user_attrs["pruned_at"]
+    assert pruned_at < 24 and bad.user_attrs["steps_trained"] == pruned_at
+    assert bad.intermediate_values[pruned_at] > good.intermediate_values[pruned_at]
+    summary = json.loads((project / "runs/tune/prune/summary.json").read_text())
+    assert summary["counts"] == {"COMPLETE": 1, "PRUNED": 1}
+    assert summary["steps_trained"] == 24 + pruned_at
+    client = MlflowClient(mlflow_server)
+    ref = json.loads((Path(bad.user_attrs["run_dir"]) / "mlflow_run.json").read_text())
+    run = client.get_run(ref["run_id"])
+    assert run.info.status == "KILLED" and run.data.tags["optuna.state"] == "PRUNED"
+
+
+def test_two_workers_record_every_trial_once(project):
+    tune = write_tune(project, "parallel", trials=4)
+    ganops(
+        project,
+        "tune",
+        "params/base.yaml",
+        "--tune-params",
+        str(tune),
+        "--workers",
+        "2",
+        "--no-track",
+        "--out",
+        "best-par.yaml",
+    )
+    trials = study_of(project, tune, "parallel").get_trials()
+    assert [t.number for t in trials] == [0, 1, 2, 3]
+    assert all(t.state == TrialState.COMPLETE for t in trials)
+    # Each trial trained once, in its own folder, by a child process of its own.
+    dirs = [t.user_attrs["run_dir"] for t in trials]
+    assert len(set(dirs)) == 4
+    for t, d in zip(trials, dirs, strict=True):
+        steps = [json.loads(x)["step"] for x in (Path(d) / "stats.jsonl").read_text().splitlines()]
+        assert steps == sorted(set(steps)) and steps[-1] == 12
+        assert t.user_attrs["steps_trained"] == 12
+    assert len({t.user_attrs["host"] for t in trials}) == 4
+    # Two at a time: some trials overlapped in time.
+    spans = [(t.datetime_start, t.datetime_complete) for t in trials]
+    assert any(a[0] < b[1] and b[0] < a[1] for i, a in enumerate(spans) for b in spans[i + 1 :])
+    assert (project / "best-par.yaml").is_file()
+
+
+def test_killed_trial_is_retried_from_its_checkpoint(project):
+    tune = write_tune(project, "killed", trials=1, budget={"train.steps": 400})
+    args = [
+        "tune",
+        "params/base.yaml",
+        "--tune-params",
+        str(tune),
+        "--no-track",
+        "--out",
+        "best-killed.yaml",
+        "--set",
+        "train.checkpoint_every=20",
+        "--set",
+        "train.fid_every=100",
+    ]
+    trial_dir = project / "runs/tune/killed/trial_0000"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gan_models.cli", *args],
+        cwd=project,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 300
+    while not list((trial_dir / "checkpoints").glob("step_*.pt")):
+        assert proc.poll() is None and time.monotonic() < deadline, "no checkpoint appeared"
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    first = json.loads((trial_dir / "stats.jsonl").read_text().splitlines()[-1])["step"]
+    assert first < 400
+
+    # Re-running the study (same name) fails the stale trial and runs its retry.
+    out = ganops(project, *args)
+    assert "trial 1: COMPLETE" in out.stdout
+    killed, retry = study_of(project, tune, "killed").get_trials()
+    assert killed.state == TrialState.FAIL and retry.state == TrialState.COMPLETE
+    assert retry.params == killed.params
+    assert retry.system_attrs["failed_trial"] == 0 and retry.user_attrs["retry_of"] == 0
+    resumed = retry.user_attrs["resumed_from"]
+    assert resumed > 0 and resumed % 20 == 0
+    assert retry.user_attrs["steps_trained"] == 400 - resumed
+    steps = [json.loads(x)["step"] for x in (trial_dir / "stats.jsonl").read_text().splitlines()]
+    assert steps == list(range(2, 401, 2))  # one uninterrupted record
+    assert "resumed from step_" in (trial_dir / "log.txt").read_text()
+
+
+def test_two_objectives_give_a_pareto_front_without_pruning(project, monkeypatch):
+    monkeypatch.chdir(project)
+    tune = write_tune(
+        project, "pareto", trials=2, objectives=["fid", "seconds"], pruner={"type": "median"}
+    )
+    tuning = load_tuning(project / "params" / "base.yaml", tune, root=project)
+    assert tuning.tune.multi_objective and not tuning.tune.prunes
+    argv = ["tune", "params/base.yaml", "--tune-params", str(tune), "--no-track"]
+    assert main([*argv, "--out", "best-pareto.yaml"]) == 0
+    summary = json.loads((project / "runs/tune/pareto/summary.json").read_text())
+    assert summary["pareto"] and all(
+        set(p["values"]) == {"fid", "seconds"} for p in summary["pareto"]
+    )
+    fids = [p["values"]["fid"] for p in summary["pareto"]]
+    assert summary["best"]["values"]["fid"] == min(fids)
+    for t in study_of(project, tune, "pareto").get_trials():
+        assert t.intermediate_values == {}  # nothing reported: nothing to prune on
+
+
+def test_disabled_tuning_and_bad_input(project, monkeypatch, capsys):
+    monkeypatch.chdir(project)
+    tune = write_tune(project, "off")
+    out = project / "params" / "best-off.yaml"
+    argv = ["tune", "params/base.yaml", "--tune-params", str(tune), "--no-track"]
+    assert main([*argv, "--out", str(out), "--when-enabled"]) == 0
+    assert load_params(out, TrainParams) == load_params(project / "params/base.yaml", TrainParams)
+    assert not (project / "runs/tune/off").exists()
+
+    capsys.readouterr()
+    assert main([*argv, "--set", "tune.space.train.nope={low: 1, high: 2}"]) == 2
+    assert "train.nope: unknown key 'nope'" in capsys.readouterr().err
+    assert main([*argv, "--set", "tune.space.model.width={low: 0, high: 8}"]) == 2
+    err = capsys.readouterr().err
+    assert "model.width" in err and "tune.space.model.width = 0" in err
+    assert main([*argv, "--set", "tune.pruner.type=sometimes"]) == 2
+    assert "[tune]: pruner.type" in capsys.readouterr().err
+    assert main([*argv, "--set", "train.fid_every=0", "--set", "tune.budget={}"]) == 2
+    assert "fid_every" in capsys.readouterr().err
