@@ -121,6 +121,8 @@ def _section_loader(section: str) -> Callable[[Path], Any]:
             from gan_models.metrics.config import FeaturesParams as model
         elif section == "evaluate":
             from gan_models.metrics.config import EvaluateParams as model
+        elif section == "tune":
+            from gan_models.tuning.config import TuneParams as model
         else:
             from gan_models.tracking.registry import RegisterParams as model
         return load_section(path, section, model)
@@ -136,7 +138,7 @@ def loaders(sections: Iterable[str]) -> dict[str, Callable[[Path], Any]]:
             out[s] = _train_loader
         elif s == "fetch":
             out[s] = _fetch_loader
-        elif s in ("validate", "preprocess", "features", "evaluate", "register"):
+        elif s in ("validate", "preprocess", "features", "evaluate", "register", "tune"):
             out[s] = _section_loader(s)
     return out
 
@@ -249,7 +251,7 @@ def apply_pipeline_params(project: str | Path, params: PipelineParams) -> dict[s
     """Write a pipeline run's parameters into the project's params files.
 
     Order: ``source``/``dataset`` (fetch section; the training data path follows the dataset),
-    ``preset``, ``family``, then ``overrides``. Returns {file: [changed keys]}; an empty dict
+    ``preset``, ``family``, ``tune`` (tune.enabled), then ``overrides``. Returns {file: [changed keys]}; an empty dict
     when the files already say all of it.
     """
     project = Path(project).resolve()
@@ -276,6 +278,8 @@ def apply_pipeline_params(project: str | Path, params: PipelineParams) -> dict[s
                 f"(model.family {current!r}); give one or make them agree"
             )
         edit.set("model.family", params.family)
+    if params.tune is not None:
+        edit.set("tune.enabled", params.tune)
     for item in params.overrides:
         m = OVERRIDE_RE.match(item)
         assert m is not None  # PipelineParams checked the syntax

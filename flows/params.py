@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 # [FILE.yaml:]dotted.key=value; the value may be anything YAML parses (or empty = null).
 OVERRIDE_RE = re.compile(
@@ -30,6 +30,13 @@ def _check_overrides(items: list[str]) -> list[str]:
         raise ValueError(
             f"expected [params/FILE.yaml:]section.key=value, e.g. train.lr=1e-4; got {bad}"
         )
+    return items
+
+
+def _no_file_part(items: list[str]) -> list[str]:
+    _check_overrides(items)
+    if any(":" in o.split("=", 1)[0] for o in items):
+        raise ValueError("these overrides apply to the params files named here: no FILE: part")
     return items
 
 
@@ -60,7 +67,11 @@ class PipelineParams(FlowParams):
         default_factory=list,
         description="[params/FILE.yaml:]section.key=value, applied last (as `dvc exp run -S`)",
     )
-    tune: bool = Field(False, description="run the hyperparameter search before training")
+    tune: bool | None = Field(
+        None,
+        description="run the hyperparameter search (DVC stage `tune`) before training; sets "
+        "tune.enabled in params/tune.yaml; empty = keep the file's",
+    )
     refresh_data: bool = Field(
         False,
         description="re-run the fetch stage even if DVC thinks it is up to date (picks up a "
@@ -75,8 +86,35 @@ class RetrainParams(FlowParams):
     project_dir: str = Field(".", description="the ganops checkout holding dvc.yaml")
 
 
+class TrialOf(FlowParams):
+    """The Optuna trial a train-trial run trains (set by ``ganops tune`` with a work pool)."""
+
+    tune_params: str = Field("params/tune.yaml", description="the study's params file")
+    overrides: list[str] = Field(default_factory=list, description="the study's --set items")
+    study: str = Field(..., description="study name")
+    storage: str = Field(..., description="Optuna RDB URL the controller and trials share")
+    trial: int = Field(..., ge=0, description="trial number (already asked by the controller)")
+    parent_run: str | None = Field(None, description="the study's MLflow run")
+    track: bool = True
+    tracking_uri: str | None = None
+
+    def args(self, params: str) -> list[str]:
+        """``ganops tune`` arguments that run this one trial."""
+        args = ["tune", params, "--tune-params", self.tune_params]
+        for item in self.overrides:
+            args += ["--set", item]
+        args += ["--study", self.study, "--storage", self.storage, "--trial", str(self.trial)]
+        if self.parent_run:
+            args += ["--parent-run", self.parent_run]
+        if not self.track:
+            args.append("--no-track")
+        elif self.tracking_uri:
+            args += ["--tracking-uri", self.tracking_uri]
+        return args
+
+
 class TrainTrialParams(FlowParams):
-    """One training job (a tuning trial, a one-off run): ``ganops train PARAMS`` on one GPU."""
+    """One training job on one GPU: ``ganops train PARAMS``, or one trial of a tuning study."""
 
     params: str = Field(
         "params/train.yaml", description="params file, e.g. params/dcgan-mnist5k-small.yaml"
@@ -84,16 +122,58 @@ class TrainTrialParams(FlowParams):
     overrides: Overrides = Field(
         default_factory=list, description="section.key=value on top of the params file"
     )
-    run_dir: str = Field(..., description="run folder; an unfinished run there is resumed")
+    run_dir: str | None = Field(
+        None, description="run folder; an unfinished run there is resumed (not for a trial)"
+    )
+    trial_of: TrialOf | None = Field(
+        None, description="train this trial of a study instead (its run folder is the study's)"
+    )
     project_dir: str = Field(".", description="the ganops checkout (working directory)")
 
     @field_validator("overrides")
     @classmethod
     def _overrides_ok(cls, v: list[str]) -> list[str]:
-        _check_overrides(v)
-        if any(":" in o.split("=", 1)[0] for o in v):
-            raise ValueError("a training job's overrides apply to its params file: no FILE: part")
-        return v
+        return _no_file_part(v)
+
+    @model_validator(mode="after")
+    def _job_or_trial(self) -> TrainTrialParams:
+        if (self.run_dir is None) == (self.trial_of is None):
+            raise ValueError("give run_dir (a training job) or trial_of (a tuning trial)")
+        return self
+
+
+class TuneFlowParams(FlowParams):
+    """A hyperparameter search: ``ganops tune PARAMS`` with params/tune.yaml's study."""
+
+    params: str = Field("params/train.yaml", description="training params the trials start from")
+    tune_params: str = Field("params/tune.yaml", description="the study (section `tune`)")
+    trials: int | None = Field(None, ge=1, description="finished trials to reach; empty = file's")
+    workers: int | None = Field(None, ge=1, description="trials at once; empty = the file's")
+    pool: str | None = Field(
+        None, description="work pool for the trials (e.g. gpu); empty = tune.pool of the file"
+    )
+    study: str | None = Field(None, description="study name; empty = the file's (or derived)")
+    overrides: list[str] = Field(
+        default_factory=list,
+        description="tune.key=value (params/tune.yaml) or section.key=value (training params)",
+    )
+    out: str = Field("params/best.yaml", description="where the best trial's params go")
+    project_dir: str = Field(".", description="the ganops checkout (working directory)")
+
+    def args(self) -> list[str]:
+        args = ["tune", self.params, "--tune-params", self.tune_params, "--out", self.out]
+        for name in ("trials", "workers", "pool", "study"):
+            value = getattr(self, name)
+            if value is not None:
+                args += [f"--{name}", str(value)]
+        for item in self.overrides:
+            args += ["--set", item]
+        return args
+
+    @field_validator("overrides")
+    @classmethod
+    def _overrides_ok(cls, v: list[str]) -> list[str]:
+        return _no_file_part(v)
 
 
 class EvaluateFlowParams(FlowParams):

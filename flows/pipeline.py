@@ -1,5 +1,7 @@
-"""The pipeline flow: params -> fetch, validate, preprocess, features, [tune], train, evaluate,
-register (registration and promotion gate).
+"""The pipeline flow: params -> fetch, validate, preprocess, features, tune, train, evaluate,
+register (registration and promotion gate). The tune stage searches only when params/tune.yaml
+says ``enabled: true`` (the flow's ``tune`` parameter sets it); otherwise it passes the training
+params through to params/best.yaml unchanged.
 
 The flow writes its parameters into the params files (as ``dvc exp run -S`` would) and runs
 every stage of dvc.yaml, in order, through DVC: a ``dvc repro`` afterwards has nothing to do,
@@ -20,59 +22,54 @@ from typing import Any
 from prefect import flow
 
 from flows.paramfiles import stage_names
-from flows.params import PipelineParams
+from flows.params import PipelineParams, TuneFlowParams
 from flows.tasks import (
     configure,
     project_lock,
     publish_summary,
+    publish_trials,
     read_registration,
     run_stage,
     stage_option,
 )
-from gan_models.errors import ConfigError
+from flows.tune import runs_here, study_summary
 
 TRAIN_STAGE = "train"
+TUNE_STAGE = "tune"
+BEST_FILE = "params/best.yaml"  # the tune stage's out, which the train stage trains from
 FETCH_STAGE = "fetch"
 REGISTER_STAGE = "register"
 
 
-def tune_hook() -> Any | None:
-    """The tuning step, if the tuning work provides one: ``flows.tune.pipeline_hook(project)``.
-
-    It is to leave its best params in the training params file; until flows/tune.py exists,
-    ``tune=True`` is refused before anything runs.
-    """
-    try:
-        from flows import tune  # type: ignore[attr-defined]
-    except ImportError:
-        return None
-    return getattr(tune, "pipeline_hook", None)
+def tune_runs_here(project: Path) -> bool:
+    """Whether the tune stage trains in its own process (no pool, one worker): it needs a GPU."""
+    return runs_here(project, TuneFlowParams(project_dir=str(project)))
 
 
 @flow(name="pipeline", log_prints=True)
 def pipeline(params: PipelineParams = PipelineParams()) -> dict[str, Any]:
     """Train, evaluate, register and gate a GAN through the DVC pipeline."""
     project = Path(params.project_dir).resolve()
-    hook = tune_hook()
-    if params.tune and hook is None:
-        raise ConfigError("tune: no tuning flow is installed (flows/tune.py); set tune to false")
     run_dir = stage_option(project, TRAIN_STAGE, "--run-dir") or "runs/train"
     record = stage_option(project, REGISTER_STAGE, "--record")
     with project_lock(project):
         changed = configure(str(project), params)
         stages = []
         for stage in stage_names(project):
-            if stage == TRAIN_STAGE and params.tune:
-                hook(str(project))
+            gpu = stage == TRAIN_STAGE or (stage == TUNE_STAGE and tune_runs_here(project))
             stages.append(
                 run_stage(
                     str(project),
                     stage,
                     force=params.refresh_data and stage == FETCH_STAGE,
                     follow=run_dir if stage == TRAIN_STAGE else None,
-                    gpu=stage == TRAIN_STAGE,
+                    gpu=gpu,
                 )
             )
+            if stage == TUNE_STAGE and stages[-1]["status"] == "ran":
+                summary = study_summary(project, BEST_FILE)
+                if summary is not None:
+                    publish_trials(summary)
         registration = read_registration(project / record) if record else None
         title = "Pipeline: " + (
             f"{registration['model']} v{registration['version']}" if registration else project.name

@@ -41,10 +41,10 @@ from prefect.artifacts import (
 )
 from prefect.cache_policies import NO_CACHE
 
-from gan_models.gpu import cuda_env, gpu_slot
 from flows.paramfiles import apply_pipeline_params, read_dvc_yaml
 from flows.params import PipelineParams
 from gan_models.errors import GanopsError
+from gan_models.gpu import cuda_env, gpu_slot
 
 USER_ERROR_EXIT = GanopsError.exit_code
 # Retries of a transient failure: DVC's lock held by another process, a crashed command.
@@ -516,3 +516,27 @@ def publish_summary(
             description="stages: ran, skipped (up to date) or restored (DVC run cache)",
         )
     return markdown
+
+
+def publish_trials(summary_path: Path, key: str = "tune-trials") -> list[dict[str, Any]]:
+    """A table artifact of a study's trials (from its runs/tune/STUDY/summary.json)."""
+    if not summary_path.is_file():
+        return []
+    summary = json.loads(summary_path.read_text())
+    best = (summary.get("best") or {}).get("number")
+    rows = []
+    for t in summary.get("trials") or []:
+        rows.append(
+            {
+                "trial": t["number"],
+                "state": t["state"] + (" (best)" if t["number"] == best else ""),
+                "fid": None if t.get("fid") is None else round(t["fid"], 2),
+                "steps": t.get("steps_trained"),
+                "pruned at": t.get("pruned_at"),
+                "retry of": t.get("retry_of"),
+                "params": json.dumps(t.get("params") or {}),
+            }
+        )
+    counts = ", ".join(f"{v} {k.lower()}" for k, v in sorted(summary.get("counts", {}).items()))
+    create_table_artifact(rows, key=key, description=f"study {summary['study']}: {counts}")
+    return rows

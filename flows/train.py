@@ -1,9 +1,10 @@
 """One training job on one GPU: the ``train-trial`` deployment (tuning trials, one-off runs).
 
-``ganops train PARAMS --run-dir RUN_DIR --auto-resume --set ...`` runs in a child process that
-sees only the GPU this flow run holds (``CUDA_VISIBLE_DEVICES``, set before torch starts in
-that process); the flow follows RUN_DIR/stats.jsonl into a progress artifact. An unfinished run
-with the same params in RUN_DIR is resumed, so a retried or re-submitted trial continues.
+A job runs ``ganops train PARAMS --run-dir RUN_DIR --auto-resume --set ...`` (an unfinished run
+with the same params in RUN_DIR is resumed, so a retried or re-submitted job continues); a
+tuning trial (``trial_of``, submitted by ``ganops tune`` with a work pool) runs ``ganops tune
+... --trial N``, which trains that trial and tells the study how it ended. Either runs in a child
+process that sees only the GPU this flow run holds (``CUDA_VISIBLE_DEVICES``).
 """
 
 from __future__ import annotations
@@ -19,8 +20,12 @@ from flows.tasks import run_ganops
 
 @flow(name="train", log_prints=True)
 def train(params: TrainTrialParams) -> dict[str, Any]:
-    """Train one GAN as a params file (plus overrides) describes, into ``run_dir``."""
+    """Train one GAN as a params file (plus overrides) describes, or one trial of a study."""
     project = Path(params.project_dir).resolve()
+    if params.trial_of is not None:
+        t = params.trial_of
+        out = run_ganops(str(project), t.args(params.params), f"trial-{t.trial}", gpu=True)
+        return {"study": t.study, "trial": t.trial, "seconds": out["seconds"], "gpu": out["gpu"]}
     args = ["train", params.params, "--run-dir", params.run_dir, "--auto-resume"]
     args += ["--set", "train.progress=false"]  # the progress artifact replaces the bar
     for item in params.overrides:

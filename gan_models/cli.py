@@ -47,7 +47,7 @@ def _mount_subapps() -> None:
 
     from gan_models.tuning.cli import register_commands as register_tuning
 
-    register_tuning(app)
+    register_tuning(app, bench_app)
 
 
 @app.command("train")

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-STAGES = ("fetch", "validate", "preprocess", "features", "train", "evaluate", "register")
+STAGES = ("fetch", "validate", "preprocess", "features", "tune", "train", "evaluate", "register")
 
 TINY = {
     "params/data.yaml": {

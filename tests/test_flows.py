@@ -23,7 +23,6 @@ from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.testing.utilities import prefect_test_harness
 
 from flows.bench import TINY, scratch_project
-from gan_models.gpu import gpu_slot, host_gpus
 from flows.paramfiles import apply_pipeline_params
 from flows.params import PipelineParams, PromoteParams, TrainTrialParams
 from flows.pipeline import pipeline
@@ -39,6 +38,7 @@ from flows.tasks import (
 )
 from flows.train import train as train_flow
 from gan_models.errors import ConfigError
+from gan_models.gpu import gpu_slot, host_gpus
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -265,9 +265,18 @@ def test_pipeline_refuses_a_bad_override_before_any_stage(tmp_path):
     assert names and all(n.startswith("configure") for n in names)
 
 
-def test_pipeline_refuses_tune_without_a_tune_flow(tmp_path):
-    state = pipeline(PipelineParams(tune=True, project_dir=str(tmp_path)), return_state=True)
-    assert state.is_failed() and "no tuning flow" in state.message
+def test_tune_switch_goes_into_the_tune_params(params_project):
+    p = params_project
+    changed = apply_pipeline_params(p, PipelineParams(tune=True))
+    assert changed == {"params/tune.yaml": ["tune.enabled"]}
+    assert yaml.safe_load((p / "params/tune.yaml").read_text())["tune"]["enabled"] is True
+    assert apply_pipeline_params(p, PipelineParams()) == {}  # empty keeps the file's choice
+    before = (p / "params/tune.yaml").read_text()
+    with pytest.raises(ConfigError, match=r"params/tune.yaml \[tune\]: pruner.type"):
+        apply_pipeline_params(p, PipelineParams(overrides=["tune.pruner.type=sometimes"]))
+    assert (p / "params/tune.yaml").read_text() == before
+    with pytest.raises(ValueError, match="run_dir .* or trial_of"):
+        TrainTrialParams(params="params/train.yaml")
 
 
 # ----------------------------------------------------------------------------- GPU slots
@@ -448,7 +457,11 @@ def pipeline_run(tmp_path_factory):
     old = os.environ.get("GANOPS_CACHE_DIR")
     os.environ["GANOPS_CACHE_DIR"] = str(root / "cache")  # evaluation's reference cache
     params = PipelineParams(
-        dataset="digits", source="digits", overrides=TINY, project_dir=str(project)
+        dataset="digits",
+        source="digits",
+        overrides=[*TINY, *TINY_TUNE],
+        tune=True,
+        project_dir=str(project),
     )
     state = pipeline(params, return_state=True)
     yield project, params, state
@@ -458,7 +471,16 @@ def pipeline_run(tmp_path_factory):
         os.environ["GANOPS_CACHE_DIR"] = old
 
 
-STAGES = ["fetch", "validate", "preprocess", "features", "train", "evaluate", "register"]
+STAGES = ["fetch", "validate", "preprocess", "features", "tune", "train", "evaluate", "register"]
+# A two-trial study over the learning rate, trained as TINY trains.
+TINY_TUNE = [
+    "tune.study=flowtest",
+    "tune.trials=2",
+    "tune.budget={train.steps: 4, train.fid_every: 2, train.fid_samples: 50}",
+    "tune.sampler.type=random",
+    "tune.pruner.type=none",
+    "tune.space={train.lr: {low: 1.0e-4, high: 3.0e-3, log: true}}",
+]
 
 
 @pytest.mark.slow
@@ -479,6 +501,17 @@ def test_pipeline_runs_every_stage_registers_and_gates(pipeline_run):
     assert str(client.get_model_version_by_alias("dcgan-digits", "champion").version) == "1"
     run_ref = json.loads((project / "runs/train/mlflow_run.json").read_text())
     assert client.get_model_version("dcgan-digits", "1").run_id == run_ref["run_id"]
+    # The model traces back to the tuning trial whose learning rate it trained with.
+    best = yaml.safe_load((project / "params/best.yaml").read_text())
+    assert best["tuned"]["study"] == "flowtest" and best["extends"] == "train.yaml"
+    tags = client.get_model_version("dcgan-digits", "1").tags
+    assert tags["optuna.study"] == "flowtest" and tags["optuna.trial"] == str(
+        best["tuned"]["trial"]
+    )
+    trained = yaml.safe_load((project / "runs/train/config.yaml").read_text())
+    assert trained["train"]["lr"] == best["train"]["lr"] and trained["train"]["steps"] == 4
+    [trials] = artifacts("tune-trials")
+    assert "flowtest: 2 complete" in trials.description
 
 
 @pytest.mark.slow
@@ -488,6 +521,7 @@ def test_dvc_repro_afterwards_has_nothing_to_do(pipeline_run):
     assert "Running stage" not in out and "up to date" in out
     lock = yaml.safe_load((project / "dvc.lock").read_text())
     assert lock["stages"]["train"]["params"]["params/train.yaml"]["train"]["steps"] == 4
+    assert lock["stages"]["tune"]["params"]["params/tune.yaml"]["tune"]["enabled"] is True
 
 
 @pytest.mark.slow

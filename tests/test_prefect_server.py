@@ -95,7 +95,9 @@ def test_deployments_and_the_retrain_schedule_are_stored(stack):
     ports = stack[1]
     with temporary_settings({PREFECT_API_URL: api(ports)}), get_client(sync_client=True) as c:
         names = {f"{c.read_flow(d.flow_id).name}/{d.name}": d for d in c.read_deployments()}
-        assert {"pipeline/pipeline", "retrain/retrain", "train/train-trial"} <= set(names)
+        assert {"pipeline/pipeline", "retrain/retrain", "train/train-trial", "tune/tune"} <= set(
+            names
+        )
         assert all(d.work_pool_name == "gpu" for d in names.values())
         assert c.read_work_pool("gpu").type == "process"
         [schedule] = c.read_deployment_by_name("retrain/retrain").schedules
@@ -150,6 +152,51 @@ def test_pipeline_deployment_runs_on_the_worker(stack):
     client = MlflowClient(f"http://127.0.0.1:{ports['mlflow']}")
     assert str(client.get_model_version_by_alias("dcgan-digits", "champion").version) == "1"
     print(f"pipeline through the worker: {elapsed:.1f} s")
+
+
+def test_tune_trials_run_as_train_trial_flow_runs_on_the_pool(stack):
+    """`ganops tune --pool gpu`: each trial is a flow run of the train-trial deployment."""
+    import subprocess
+    import sys
+
+    import optuna
+    from mlflow.tracking import MlflowClient
+
+    project, ports, _, _ = stack  # the pipeline test above left processed digits there
+    mlflow_uri = f"http://127.0.0.1:{ports['mlflow']}"
+    env = {**os.environ, "PREFECT_API_URL": api(ports), "MLFLOW_TRACKING_URI": mlflow_uri}
+    space = "tune.space={train.lr: {low: 1.0e-4, high: 3.0e-3, log: true}}"
+    budget = "tune.budget={train.steps: 4, train.fid_every: 2, train.fid_samples: 50}"
+    args = ["tune", "params/train.yaml", "--pool", "gpu", "--workers", "2", "--trials", "2",
+            "--study", "pooltest", "--out", "params/best-pool.yaml", "--set", space,
+            "--set", budget, "--set", "tune.sampler.type=random"]  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-m", "gan_models.cli", *args],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    storage = f"sqlite:///{project / 'runs/tune/studies.db'}"
+    trials = optuna.load_study(study_name="pooltest", storage=storage).get_trials()
+    assert [(t.number, t.state.name) for t in trials] == [(0, "COMPLETE"), (1, "COMPLETE")]
+    with get_client(sync_client=True) as client:
+        runs = {r.name: r for r in client.read_flow_runs() if r.name.startswith("pooltest-")}
+        deployment = client.read_deployment_by_name("train/train-trial")
+    assert sorted(runs) == ["pooltest-trial-0", "pooltest-trial-1"]
+    assert all(r.deployment_id == deployment.id and r.state.is_completed() for r in runs.values())
+    client = MlflowClient(mlflow_uri)
+    best = yaml.safe_load((project / "params/best-pool.yaml").read_text())["tuned"]
+    parent = best["mlflow_parent_run_id"]
+    nested = client.search_runs(
+        [client.get_run(parent).info.experiment_id], f"tags.mlflow.parentRunId = '{parent}'"
+    )
+    assert sorted(r.data.tags["optuna.trial"] for r in nested) == ["0", "1"]
+    # Each trial's run carries the flow run that trained it.
+    flow_runs = {str(r.id) for r in runs.values()}
+    assert {r.data.tags["ganops.prefect_flow_run_id"] for r in nested} == flow_runs
 
 
 def test_down_stops_exactly_what_up_started(stack):

@@ -14,7 +14,45 @@ import typer
 from gan_models.errors import ConfigError
 
 
-def register_commands(app: typer.Typer) -> None:
+def register_commands(app: typer.Typer, bench_app: typer.Typer) -> None:
+    """``ganops tune`` on ``app``, ``ganops bench tune`` on ``bench_app``."""
+
+    @bench_app.command("tune")
+    def bench_tune_cmd(
+        params: Annotated[Path, typer.Argument(help="training params")] = Path("params/train.yaml"),
+        tune_params: Annotated[Path, typer.Option("--tune-params")] = Path("params/tune.yaml"),
+        trials: Annotated[int, typer.Option(help="trials per study")] = 8,
+        steps: Annotated[int, typer.Option(help="training steps per trial")] = 600,
+        fid_every: Annotated[int, typer.Option(help="steps between reported FIDs")] = 150,
+        seed: Annotated[int, typer.Option(help="sampler seed (both studies)")] = 0,
+        set_: Annotated[list[str] | None, typer.Option("--set")] = None,
+    ) -> None:
+        """A study pruned (median) against the same study unpruned: compute and best FID."""
+        from gan_models.tuning.bench import bench_tune
+
+        r = bench_tune(
+            params,
+            tune_params,
+            trials=trials,
+            steps=steps,
+            fid_every=fid_every,
+            seed=seed,
+            overrides=set_,
+            echo=typer.echo,
+        )
+        for label in ("unpruned", "pruned"):
+            x = r[label]
+            lo, hi = x["best_fid_ci"]
+            typer.echo(
+                f"{label}: {x['steps_trained']} steps, {x['trial_seconds']:.0f} s in trials, "
+                f"best trial {x['best_trial']} FID {x['best_fid']:.1f} [{lo:.1f}, {hi:.1f}]"
+            )
+        typer.echo(
+            f"pruned/unpruned: steps {r['steps_ratio']:.3f}, seconds {r['seconds_ratio']:.3f}; "
+            f"pruned best within the unpruned CI: {r['pruned_best_within_unpruned_ci']}"
+        )
+        typer.echo(json.dumps(r))
+
     @app.command("tune")
     def tune_cmd(
         params: Annotated[
