@@ -105,7 +105,9 @@ def register_commands(app: typer.Typer, bench_app: typer.Typer) -> None:
         parent_run: Annotated[str | None, typer.Option(hidden=True)] = None,
     ) -> None:
         """Hyperparameter search over GAN training (Optuna), pruned on FID, logged to MLflow."""
-        from gan_models.tuning.study import load_tuning, run_study, run_trial, write_untuned
+        from gan_models.tuning.report import write_untuned
+        from gan_models.tuning.study import load_tuning, run_study
+        from gan_models.tuning.trial import run_trial
 
         tuning = load_tuning(
             params,

@@ -1,0 +1,220 @@
+"""Where a study's trials train: this process, local child processes, or a Prefect work pool.
+
+Each worker kind offers ``free()`` (may another trial start now), ``start(number)``, ``poll()``
+(trials whose worker ended, with how), ``busy()`` and ``stop()``; the controller in
+:func:`gan_models.tuning.study.run_study` drives them the same way.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gan_models.errors import ConfigError, GanopsError
+from gan_models.tuning.study import TRIAL_DEPLOYMENT, Tuning
+from gan_models.tuning.trial import run_trial
+
+
+class InlineWorkers:
+    """One worker: this process trains each trial before the next is asked."""
+
+    inline = True
+
+    def __init__(self, tuning: Tuning, parent_run_id: str | None) -> None:
+        self.tuning, self.parent = tuning, parent_run_id
+
+    def free(self) -> bool:
+        return True
+
+    def busy(self) -> int:
+        return 0
+
+    def start(self, number: int) -> None:
+        run_trial(self.tuning, number, self.parent)
+
+    def poll(self) -> list[tuple[int, str]]:
+        return []
+
+    def stop(self) -> None:
+        pass
+
+
+@dataclass
+class _Child:
+    proc: subprocess.Popen
+    gpu_fd: int | None
+    log: Path
+    started: float = field(default_factory=time.monotonic)
+
+
+class ProcessWorkers:
+    """``workers`` local child processes (``ganops tune ... --trial N``), one GPU each if any.
+
+    Without GPUs the children split the CPU cores between them.
+    """
+
+    inline = False
+
+    def __init__(self, tuning: Tuning, parent_run_id: str | None, workers: int) -> None:
+        from gan_models.gpu import host_gpus, lock_dir
+
+        self.tuning, self.parent, self.workers = tuning, parent_run_id, workers
+        self.gpus = host_gpus()
+        self.lock_dir = lock_dir()
+        self.children: dict[int, _Child] = {}
+
+    def _take_gpu(self) -> tuple[int | None, int | None]:
+        from gan_models.gpu import try_lock
+
+        if not self.gpus:
+            return None, None
+        for index in self.gpus:
+            fd = try_lock(index, self.lock_dir)
+            if fd is not None:
+                return index, fd
+        return None, -1  # every GPU is taken
+
+    def free(self) -> bool:
+        if len(self.children) >= self.workers:
+            return False
+        if not self.gpus:
+            return True
+        index, fd = self._take_gpu()  # probe: a GPU must be free too
+        if fd is None or fd < 0:
+            return False
+        os.close(fd)
+        return True
+
+    def busy(self) -> int:
+        return len(self.children)
+
+    def start(self, number: int) -> None:
+        index, fd = self._take_gpu()
+        env = dict(os.environ)
+        if index is not None:
+            env["CUDA_VISIBLE_DEVICES"] = str(index)
+        else:
+            threads = max(1, (os.cpu_count() or 1) // self.workers)
+            env.setdefault("OMP_NUM_THREADS", str(threads))
+        args = [sys.executable, "-m", "gan_models.cli", "tune", *self.tuning.worker_args()]
+        args += ["--trial", str(number)]
+        if self.parent:
+            args += ["--parent-run", self.parent]
+        log = self.tuning.study_dir / "logs" / f"trial_{number:04d}.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with open(log, "ab") as out:
+            proc = subprocess.Popen(
+                args, cwd=self.tuning.root, env=env, stdout=out, stderr=subprocess.STDOUT
+            )
+        self.children[number] = _Child(proc, fd if fd is not None and fd >= 0 else None, log)
+
+    def poll(self) -> list[tuple[int, str]]:
+        ended = []
+        for number, child in list(self.children.items()):
+            code = child.proc.poll()
+            if code is None:
+                continue
+            if child.gpu_fd is not None:
+                os.close(child.gpu_fd)
+            del self.children[number]
+            ended.append((number, "ok" if code == 0 else f"exit {code}: {_tail(child.log)}"))
+        return ended
+
+    def stop(self) -> None:
+        for child in self.children.values():
+            child.proc.terminate()
+        for child in self.children.values():
+            try:
+                child.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                child.proc.kill()
+            if child.gpu_fd is not None:
+                os.close(child.gpu_fd)
+        self.children.clear()
+
+
+def _tail(path: Path, lines: int = 3) -> str:
+    try:
+        text = path.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return ""
+    return " | ".join(text[-lines:])
+
+
+class PrefectWorkers:
+    """Trials as flow runs of the ``train-trial`` deployment on a Prefect work pool.
+
+    The pool's workers decide where each runs; each flow run holds one GPU of its host.
+    """
+
+    inline = False
+
+    def __init__(self, tuning: Tuning, parent_run_id: str | None, workers: int, pool: str) -> None:
+        if not os.environ.get("PREFECT_API_URL"):
+            raise ConfigError(
+                f"tune.pool: {pool!r} needs a Prefect server: set PREFECT_API_URL (`ganops up` "
+                "starts one) or set tune.pool to null for local workers"
+            )
+        self.tuning, self.parent, self.workers, self.pool = tuning, parent_run_id, workers, pool
+        self.runs: dict[int, Any] = {}
+
+    def free(self) -> bool:
+        return len(self.runs) < self.workers
+
+    def busy(self) -> int:
+        return len(self.runs)
+
+    def start(self, number: int) -> None:
+        from prefect.deployments import run_deployment
+
+        t = self.tuning
+        parameters = {
+            "params": str(t.base_path),
+            "overrides": [],
+            "trial_of": {
+                "tune_params": str(t.tune_path),
+                "overrides": t.overrides,
+                "study": t.study_name,
+                "storage": t.storage_url,
+                "trial": number,
+                "parent_run": self.parent,
+                "track": t.track,
+                "tracking_uri": t.tracking_uri,
+            },
+            "project_dir": str(t.root),
+        }
+        try:
+            run = run_deployment(
+                TRIAL_DEPLOYMENT,
+                parameters=parameters,
+                timeout=0,
+                flow_run_name=f"{t.study_name}-trial-{number}",
+                tags=["ganops", "tune", t.study_name],
+            )
+        except Exception as e:  # noqa: BLE001 - no deployment, server gone: one clear line
+            raise GanopsError(
+                f"tune.pool {self.pool!r}: cannot start a {TRIAL_DEPLOYMENT} flow run ({e}); "
+                "deploy the flows (`ganops up`) or set tune.pool to null"
+            ) from None
+        self.runs[number] = run.id
+
+    def poll(self) -> list[tuple[int, str]]:
+        from prefect.client.orchestration import get_client
+
+        ended = []
+        with get_client(sync_client=True) as client:
+            for number, run_id in list(self.runs.items()):
+                state = client.read_flow_run(run_id).state
+                if state is None or not state.is_final():
+                    continue
+                del self.runs[number]
+                ended.append((number, "ok" if state.is_completed() else state.name))
+        return ended
+
+    def stop(self) -> None:
+        self.runs.clear()  # the flow runs go on; a re-run of the study picks up their results
