@@ -8,7 +8,7 @@ export DO_NOT_TRACK := 1
 export DVC_NO_ANALYTICS := 1
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: setup test test-slow test-all lint format demo dvc-remote up down status bench bench-eval bench-pipeline clean
+.PHONY: setup test test-slow test-all lint format demo dvc-remote up down status bench bench-eval bench-pipeline bench-tune tune dashboard clean
 
 setup: $(STAMP)
 
@@ -66,6 +66,22 @@ bench-eval: setup
 
 bench-pipeline: setup
 	$(BIN)/ganops bench pipeline
+
+# The same study pruned and unpruned on mnist5k (needs `make demo`'s data and classifier first).
+bench-tune: setup
+	$(BIN)/ganops bench tune --trials 8 --steps 500 --fid-every 125 \
+		--set 'tune.space.train.batch_size={choices: [32, 64]}' \
+		--set 'tune.space.model.width={low: 16, high: 32, step: 16}'
+
+# A study over params/train.yaml as params/tune.yaml describes (TRIALS=12 WORKERS=1 by default).
+TRIALS  ?= 12
+WORKERS ?= 1
+tune: setup
+	$(BIN)/ganops tune params/train.yaml --trials $(TRIALS) --workers $(WORKERS)
+
+# optuna-dashboard on the studies' storage, http://127.0.0.1:8080
+dashboard: setup
+	$(BIN)/ganops tune params/train.yaml --dashboard
 
 clean:
 	rm -rf runs .pytest_cache
