@@ -83,8 +83,10 @@ def extractor_for(
     classifier = Path(features_dir) if features_dir else FEATURES_ROOT / dataset
     if params.extractor == "domain" and not (classifier / "card.json").is_file():
         raise DataError(
-            f"no domain classifier at {classifier}; train it with `ganops features train {dataset}` "
-            "or choose --extractor inception (needs the Inception weights)"
+            f"no domain classifier at {classifier}; train it with `ganops features train {dataset}`, "
+            "pass --features-dir (e.g. the classifier of the images an unpaired set was made "
+            "from, models/features/mnist5k) or choose --extractor inception (needs the Inception "
+            "weights)"
         )
     return load_extractor(params, classifier_dir=classifier)
 
