@@ -182,7 +182,7 @@ def test_tune_trials_run_as_train_trial_flow_runs_on_the_pool(stack):
     storage = f"sqlite:///{project / 'runs/tune/studies.db'}"
     trials = optuna.load_study(study_name="pooltest", storage=storage).get_trials()
     assert [(t.number, t.state.name) for t in trials] == [(0, "COMPLETE"), (1, "COMPLETE")]
-    with get_client(sync_client=True) as client:
+    with temporary_settings({PREFECT_API_URL: api(ports)}), get_client(sync_client=True) as client:
         runs = {r.name: r for r in client.read_flow_runs() if r.name.startswith("pooltest-")}
         deployment = client.read_deployment_by_name("train/train-trial")
     assert sorted(runs) == ["pooltest-trial-0", "pooltest-trial-1"]

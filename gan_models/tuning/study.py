@@ -18,6 +18,7 @@ Re-running a study (same name) continues it to ``trials`` finished trials.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import time
@@ -439,7 +440,13 @@ def run_study(
             while workers.free() and (waiting > 0 or finished + running < t.trials):
                 trial = study.ask(fixed_distributions=dists)  # a re-enqueued retry comes first
                 echo(f"trial {trial.number}: {json.dumps(trial_values(tuning, trial.params))}")
-                workers.start(trial.number)
+                try:
+                    workers.start(trial.number)
+                except BaseException:
+                    # Not started (or broken mid-way): no worker will ever tell this trial.
+                    with contextlib.suppress(Exception):
+                        study.tell(trial.number, state=TrialState.FAIL)
+                    raise
                 if workers.inline:  # it has finished: count again
                     _echo_trial(tuning, study, trial.number, echo)
                     ran_inline = True

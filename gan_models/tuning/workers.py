@@ -173,7 +173,7 @@ class PrefectWorkers:
         from prefect.deployments import run_deployment
 
         t = self.tuning
-        parameters = {
+        job = {
             "params": str(t.base_path),
             "overrides": [],
             "trial_of": {
@@ -188,6 +188,7 @@ class PrefectWorkers:
             },
             "project_dir": str(t.root),
         }
+        parameters = {"params": job}  # the flow's one parameter: TrainTrialParams
         try:
             run = run_deployment(
                 TRIAL_DEPLOYMENT,
