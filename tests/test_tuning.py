@@ -322,3 +322,44 @@ def test_disabled_tuning_and_bad_input(project, monkeypatch, capsys):
     assert "[tune]: pruner.type" in capsys.readouterr().err
     assert main([*argv, "--set", "train.fid_every=0", "--set", "tune.budget={}"]) == 2
     assert "fid_every" in capsys.readouterr().err
+
+
+def test_dashboard_serves_the_studies(project):
+    import urllib.request
+
+    from gan_models.tracking.server import free_port
+
+    tune = write_tune(project, "tiny")  # the study the first test ran
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gan_models.cli",
+            "tune",
+            "params/base.yaml",
+            "--tune-params",
+            str(tune),
+            "--dashboard",
+            "--port",
+            str(port),
+        ],  # fmt: skip
+        cwd=project,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline, body = time.monotonic() + 60, None
+        while body is None and time.monotonic() < deadline:
+            try:
+                url = f"http://127.0.0.1:{port}/api/studies"
+                with urllib.request.urlopen(url, timeout=5) as r:
+                    body = json.loads(r.read())
+            except OSError:
+                time.sleep(0.5)
+        assert body is not None, "optuna-dashboard did not answer"
+        names = {s["study_name"] for s in body["study_summaries"]}
+        assert "tiny" in names
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import shutil
-import subprocess
 from pathlib import Path
 from typing import Annotated
 
@@ -149,9 +147,9 @@ def register_commands(app: typer.Typer, bench_app: typer.Typer) -> None:
 
 
 def _dashboard(storage_url: str, port: int) -> None:
-    exe = shutil.which("optuna-dashboard")
-    if exe is None:
-        raise ConfigError("optuna-dashboard is not installed (it comes with `make setup`)")
+    """optuna-dashboard's server in this process, on 127.0.0.1, until Ctrl-C."""
+    from optuna_dashboard import run_server
+
     typer.echo(f"optuna-dashboard on http://127.0.0.1:{port} (Ctrl-C stops it)")
     with contextlib.suppress(KeyboardInterrupt):
-        subprocess.run([exe, storage_url, "--host", "127.0.0.1", "--port", str(port)])
+        run_server(storage_url, host="127.0.0.1", port=port)
