@@ -1,8 +1,9 @@
 """``ganops bench tune``: the same study pruned and unpruned, in one invocation.
 
 Both studies use the random sampler with the same seed, so they propose the same configurations
-in the same order; the pruned one stops trials whose FID is worse than the median of the trials
-before it at the same step. Reported: the steps and seconds each spent, and the best trial's
+in the same order; the pruned one stops trials early: the median pruner those whose FID is worse
+than the median of the trials before it at the same step, Hyperband all but the best third at
+each rung. Reported: the steps and seconds each spent, and the best trial's
 FID, evaluated after the study with ``evaluate_run`` (bootstrap 95% CI).
 """
 
@@ -23,6 +24,7 @@ def bench_tune(
     steps: int = 600,
     fid_every: int = 150,
     seed: int = 0,
+    pruner: str = "median",
     overrides: list[str] | None = None,
     echo=print,
 ) -> dict[str, Any]:
@@ -43,11 +45,12 @@ def bench_tune(
     ]
     stamp = time.strftime("%Y%m%d-%H%M%S")
     out: dict[str, Any] = {"trials": trials, "steps": steps, "fid_every": fid_every}
-    for label, pruner in (("unpruned", "none"), ("pruned", "median")):
+    out["pruner"] = pruner
+    for label, kind in (("unpruned", "none"), ("pruned", pruner)):
         tuning = load_tuning(
             base,
             tune_params,
-            [*common, f"tune.pruner.type={pruner}"],
+            [*common, f"tune.pruner.type={kind}"],
             study=f"bench-{label}-{stamp}",
             trials=trials,
             track=False,

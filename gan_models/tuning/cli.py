@@ -23,9 +23,12 @@ def register_commands(app: typer.Typer, bench_app: typer.Typer) -> None:
         steps: Annotated[int, typer.Option(help="training steps per trial")] = 600,
         fid_every: Annotated[int, typer.Option(help="steps between reported FIDs")] = 150,
         seed: Annotated[int, typer.Option(help="sampler seed (both studies)")] = 0,
+        pruner: Annotated[
+            str, typer.Option(help="the pruned study's pruner: median or hyperband")
+        ] = "median",
         set_: Annotated[list[str] | None, typer.Option("--set")] = None,
     ) -> None:
-        """A study pruned (median) against the same study unpruned: compute and best FID."""
+        """A study pruned against the same study unpruned: compute spent and best FID."""
         from gan_models.tuning.bench import bench_tune
 
         r = bench_tune(
@@ -35,6 +38,7 @@ def register_commands(app: typer.Typer, bench_app: typer.Typer) -> None:
             steps=steps,
             fid_every=fid_every,
             seed=seed,
+            pruner=pruner,
             overrides=set_,
             echo=typer.echo,
         )
