@@ -100,17 +100,19 @@ class TrialOf(FlowParams):
 
     def args(self, params: str) -> list[str]:
         """``ganops tune`` arguments that run this one trial."""
-        args = ["tune", params, "--tune-params", self.tune_params]
-        for item in self.overrides:
-            args += ["--set", item]
-        args += ["--study", self.study, "--storage", self.storage, "--trial", str(self.trial)]
-        if self.parent_run:
-            args += ["--parent-run", self.parent_run]
-        if not self.track:
-            args.append("--no-track")
-        elif self.tracking_uri:
-            args += ["--tracking-uri", self.tracking_uri]
-        return args
+        from gan_models.tuning.study import trial_command
+
+        return trial_command(
+            params,
+            self.tune_params,
+            self.overrides,
+            self.study,
+            self.storage,
+            self.trial,
+            self.parent_run,
+            self.track,
+            self.tracking_uri,
+        )
 
 
 class TrainTrialParams(FlowParams):

@@ -83,17 +83,44 @@ class Tuning:
     def trial_dir(self, root_number: int) -> Path:
         return self.study_dir / f"trial_{root_number:04d}"
 
-    def worker_args(self) -> list[str]:
-        """``ganops tune`` arguments that make a worker resolve exactly these inputs."""
-        args = [str(self.base_path), "--tune-params", str(self.tune_path)]
-        for item in self.overrides:
-            args += ["--set", item]
-        args += ["--study", self.study_name, "--storage", self.storage_url]
-        if not self.track:
-            args.append("--no-track")
-        elif self.tracking_uri:
-            args += ["--tracking-uri", self.tracking_uri]
-        return args
+    def trial_args(self, number: int, parent_run: str | None) -> list[str]:
+        """``ganops`` arguments that run trial ``number`` of this study, in any process."""
+        return trial_command(
+            str(self.base_path),
+            str(self.tune_path),
+            self.overrides,
+            self.study_name,
+            self.storage_url,
+            number,
+            parent_run,
+            self.track,
+            self.tracking_uri,
+        )
+
+
+def trial_command(
+    params: str,
+    tune_params: str,
+    overrides: list[str],
+    study: str,
+    storage: str,
+    trial: int,
+    parent_run: str | None,
+    track: bool,
+    tracking_uri: str | None,
+) -> list[str]:
+    """``ganops tune ... --trial N``: a worker that resolves exactly the controller's inputs."""
+    args = ["tune", params, "--tune-params", tune_params]
+    for item in overrides:
+        args += ["--set", item]
+    args += ["--study", study, "--storage", storage, "--trial", str(trial)]
+    if parent_run:
+        args += ["--parent-run", parent_run]
+    if not track:
+        args.append("--no-track")
+    elif tracking_uri:
+        args += ["--tracking-uri", tracking_uri]
+    return args
 
 
 def signature(tune: TuneParams, base: TrainParams) -> str:
@@ -374,18 +401,17 @@ def study_report(tuning: Tuning, study, parent_run_id: str | None = None) -> Stu
     )
 
 
-def _counts(study) -> dict[str, int]:
+def _counts(trials) -> dict[str, int]:
     out: dict[str, int] = {}
-    for t in study.get_trials(deepcopy=False):
+    for t in trials:
         out[t.state.name] = out.get(t.state.name, 0) + 1
     return out
 
 
-def _final_failures(study) -> list[Any]:
+def _final_failures(trials) -> list[Any]:
     """Failed trials that no retry took over."""
     from optuna.trial import TrialState
 
-    trials = study.get_trials(deepcopy=False)
     retried = {t.system_attrs.get("failed_trial") for t in trials}
     return [t for t in trials if t.state == TrialState.FAIL and t.number not in retried]
 
@@ -422,10 +448,11 @@ def run_study(
     try:
         while True:
             optuna.storages.fail_stale_trials(study)  # dead workers' trials: failed, re-enqueued
-            counts = _counts(study)
+            trials = study.get_trials(deepcopy=False)
+            counts = _counts(trials)
             finished = counts.get("COMPLETE", 0) + counts.get("PRUNED", 0)
             running, waiting = counts.get("RUNNING", 0), counts.get("WAITING", 0)
-            failures = _final_failures(study)
+            failures = _final_failures(trials)
             config = [f for f in failures if f.user_attrs.get("error_kind") == "config"]
             if config:
                 raise ConfigError(config[0].user_attrs.get("error", "bad trial params"))
@@ -458,8 +485,8 @@ def run_study(
             if ran_inline:
                 continue
             if workers.busy() == 0 and running > 0:  # left running by a worker that died
-                for x in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-                    if x.number not in waiting_said:
+                for x in trials:
+                    if x.state == TrialState.RUNNING and x.number not in waiting_said:
                         waiting_said.add(x.number)
                         echo(
                             f"trial {x.number} is marked running but no worker of this run has "

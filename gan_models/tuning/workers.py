@@ -67,51 +67,44 @@ class ProcessWorkers:
         self.gpus = host_gpus()
         self.lock_dir = lock_dir()
         self.children: dict[int, _Child] = {}
+        self._held: tuple[int, int] | None = None  # a GPU free() locked for the next start()
 
-    def _take_gpu(self) -> tuple[int | None, int | None]:
+    def free(self) -> bool:
+        """Room for another child, and on a GPU host a free GPU, which it holds from now on."""
+        if len(self.children) >= self.workers:
+            return False
+        if not self.gpus or self._held is not None:
+            return True
         from gan_models.gpu import try_lock
 
-        if not self.gpus:
-            return None, None
         for index in self.gpus:
             fd = try_lock(index, self.lock_dir)
             if fd is not None:
-                return index, fd
-        return None, -1  # every GPU is taken
-
-    def free(self) -> bool:
-        if len(self.children) >= self.workers:
-            return False
-        if not self.gpus:
-            return True
-        index, fd = self._take_gpu()  # probe: a GPU must be free too
-        if fd is None or fd < 0:
-            return False
-        os.close(fd)
-        return True
+                self._held = (index, fd)  # handed to the next child start() launches
+                return True
+        return False
 
     def busy(self) -> int:
         return len(self.children)
 
     def start(self, number: int) -> None:
-        index, fd = self._take_gpu()
         env = dict(os.environ)
+        index, fd = self._held or (None, None)
+        self._held = None
         if index is not None:
             env["CUDA_VISIBLE_DEVICES"] = str(index)
         else:
             threads = max(1, (os.cpu_count() or 1) // self.workers)
             env.setdefault("OMP_NUM_THREADS", str(threads))
-        args = [sys.executable, "-m", "gan_models.cli", "tune", *self.tuning.worker_args()]
-        args += ["--trial", str(number)]
-        if self.parent:
-            args += ["--parent-run", self.parent]
+        args = [sys.executable, "-m", "gan_models.cli"]
+        args += self.tuning.trial_args(number, self.parent)
         log = self.tuning.study_dir / "logs" / f"trial_{number:04d}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
         with open(log, "ab") as out:
             proc = subprocess.Popen(
                 args, cwd=self.tuning.root, env=env, stdout=out, stderr=subprocess.STDOUT
             )
-        self.children[number] = _Child(proc, fd if fd is not None and fd >= 0 else None, log)
+        self.children[number] = _Child(proc, fd, log)
 
     def poll(self) -> list[tuple[int, str]]:
         ended = []
@@ -136,6 +129,9 @@ class ProcessWorkers:
             if child.gpu_fd is not None:
                 os.close(child.gpu_fd)
         self.children.clear()
+        if self._held is not None:
+            os.close(self._held[1])
+            self._held = None
 
 
 def _tail(path: Path, lines: int = 3) -> str:
