@@ -207,6 +207,36 @@ def test_bad_trial_is_pruned(project, mlflow_server, monkeypatch):
     assert run.info.status == "KILLED" and run.data.tags["optuna.state"] == "PRUNED"
 
 
+@pytest.mark.parametrize(
+    ("pruner", "bad_state"),
+    [
+        ({"type": "percentile", "percentile": 25, "startup_trials": 1}, TrialState.PRUNED),
+        ({"type": "successive_halving", "reduction_factor": 2}, TrialState.PRUNED),
+        # The only rung is the last step: the budget is spent, so the trial completes.
+        ({"type": "successive_halving", "min_resource": 24}, TrialState.COMPLETE),
+    ],
+    ids=["percentile", "successive-halving", "no-pruning-at-the-last-step"],
+)
+def test_stricter_pruners(project, monkeypatch, pruner, bad_state):
+    monkeypatch.chdir(project)
+    name = f"prune-{pruner['type']}-{pruner.get('min_resource', 0)}"
+    tune = write_tune(project, name, trials=2, budget={"train.steps": 24}, pruner=pruner)
+    study = open_study(load_tuning(project / "params" / "base.yaml", tune, root=project))
+    study.enqueue_trial({"train.lr": 3e-3, "train.betas.0": 0.5, "model.width": 8})
+    study.enqueue_trial({"train.lr": 5e-4, "train.betas.0": 0.5, "model.width": 4})
+    argv = ["tune", "params/base.yaml", "--tune-params", str(tune), "--no-track"]
+    assert main([*argv, "--out", f"best-{name}.yaml"]) == 0
+    good, bad = study_of(project, tune, name).get_trials()
+    assert good.state == TrialState.COMPLETE and good.value == good.intermediate_values[24]
+    assert bad.state == bad_state, bad.intermediate_values
+    if bad_state == TrialState.PRUNED:  # stopped at a report where it was worse
+        at = bad.user_attrs["pruned_at"]
+        assert at < 24 and at == max(bad.intermediate_values) == bad.user_attrs["steps_trained"]
+        assert bad.intermediate_values[at] > good.intermediate_values[at]
+    else:
+        assert bad.value == bad.intermediate_values[24] > good.value
+
+
 def test_two_workers_record_every_trial_once(project):
     tune = write_tune(project, "parallel", trials=4)
     ganops(

@@ -24,11 +24,15 @@ def register_commands(app: typer.Typer, bench_app: typer.Typer) -> None:
         fid_every: Annotated[int, typer.Option(help="steps between reported FIDs")] = 150,
         seed: Annotated[int, typer.Option(help="sampler seed (both studies)")] = 0,
         pruner: Annotated[
-            str, typer.Option(help="the pruned study's pruner: median or hyperband")
-        ] = "median",
+            list[str] | None,
+            typer.Option(
+                help="a pruned study's pruner (repeatable; each is compared with the one "
+                "unpruned study): median, percentile, successive_halving or hyperband"
+            ),
+        ] = None,
         set_: Annotated[list[str] | None, typer.Option("--set")] = None,
     ) -> None:
-        """A study pruned against the same study unpruned: compute spent and best FID."""
+        """Studies pruned against the same study unpruned: compute spent and best FID."""
         from gan_models.tuning.bench import bench_tune
 
         r = bench_tune(
@@ -38,21 +42,22 @@ def register_commands(app: typer.Typer, bench_app: typer.Typer) -> None:
             steps=steps,
             fid_every=fid_every,
             seed=seed,
-            pruner=pruner,
+            pruners=pruner or ["median"],
             overrides=set_,
             echo=typer.echo,
         )
-        for label in ("unpruned", "pruned"):
-            x = r[label]
+        for label, x in [("unpruned", r["unpruned"]), *r["pruned"].items()]:
             lo, hi = x["best_fid_ci"]
             typer.echo(
                 f"{label}: {x['steps_trained']} steps, {x['trial_seconds']:.0f} s in trials, "
                 f"best trial {x['best_trial']} FID {x['best_fid']:.1f} [{lo:.1f}, {hi:.1f}]"
             )
-        typer.echo(
-            f"pruned/unpruned: steps {r['steps_ratio']:.3f}, seconds {r['seconds_ratio']:.3f}; "
-            f"pruned best within the unpruned CI: {r['pruned_best_within_unpruned_ci']}"
-        )
+        for label, x in r["pruned"].items():
+            typer.echo(
+                f"{label}/unpruned: steps {x['steps_ratio']:.3f}, seconds "
+                f"{x['seconds_ratio']:.3f}; best within the unpruned CI: "
+                f"{x['best_within_unpruned_ci']}"
+            )
         typer.echo(json.dumps(r))
 
     @app.command("tune")

@@ -104,17 +104,35 @@ class SamplerConfig(Section):
 
 
 class PrunerConfig(Section):
-    """Stops trials whose FID so far is bad: ``median`` or ``hyperband`` (``none`` = off)."""
+    """Stops trials whose FID so far is bad (``none`` = off):
 
-    type: Literal["median", "hyperband", "none"] = "median"
+    - ``median``: worse than the median of earlier trials at the same step;
+    - ``percentile``: worse than the ``percentile``-th best of earlier trials at the same step
+      (25 keeps the best quarter: stricter than the median, more compute saved, more risk);
+    - ``successive_halving``: asynchronous successive halving, a trial goes on past
+      ``min_resource * reduction_factor**k`` steps only if it is in the best
+      ``1/reduction_factor`` of the trials that reached that rung (no start-up trials);
+    - ``hyperband``: several successive-halving brackets with different first rungs.
+    """
+
+    type: Literal["median", "percentile", "successive_halving", "hyperband", "none"] = "median"
     startup_trials: int = Field(
-        3, ge=0, description="median: trials that run to the end before any is pruned"
+        3, ge=0, description="median, percentile: trials that run to the end before any is pruned"
     )
-    warmup_steps: int = Field(0, ge=0, description="median: steps before a trial can be pruned")
+    warmup_steps: int = Field(
+        0, ge=0, description="median, percentile: steps before a trial can be pruned"
+    )
+    percentile: float = Field(
+        25.0, gt=0, lt=100, description="percentile: the share (%) of best trials kept per step"
+    )
     min_resource: int | None = Field(
-        None, ge=1, description="hyperband: steps every trial gets; None = train.fid_every"
+        None,
+        ge=1,
+        description="successive_halving, hyperband: steps every trial gets; None = train.fid_every",
     )
-    reduction_factor: int = Field(3, ge=2, description="hyperband: keeps 1/factor per rung")
+    reduction_factor: int = Field(
+        3, ge=2, description="successive_halving, hyperband: keeps 1/factor per rung"
+    )
 
 
 class HeartbeatConfig(Section):

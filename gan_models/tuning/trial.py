@@ -72,7 +72,8 @@ class PruningCallback:
             return
         optuna = import_optuna()
         self.trial.report(self.fid, info.step)
-        if self.trial.should_prune():
+        # At the last step the budget is spent: the trial completes with this FID as its value.
+        if info.step < info.total_steps and self.trial.should_prune():
             raise optuna.TrialPruned(f"pruned at step {info.step} (FID {self.fid:.1f})")
 
 
