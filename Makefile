@@ -69,7 +69,8 @@ bench-pipeline: setup
 
 # The same study pruned and unpruned on mnist5k (needs `make demo`'s data and classifier first).
 bench-tune: setup
-	$(BIN)/ganops bench tune --trials 12 --steps 400 --fid-every 100 --set tune.pruner.warmup_steps=100 \
+	$(BIN)/ganops bench tune --trials 16 --steps 400 --fid-every 100 --set tune.pruner.warmup_steps=100 \
+		--pruner successive_halving --pruner median --pruner percentile \
 		--set 'tune.space.train.batch_size={choices: [32, 64]}' \
 		--set 'tune.space.model.width={low: 16, high: 32, step: 16}'
 

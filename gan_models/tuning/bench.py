@@ -24,7 +24,7 @@ def bench_tune(
     steps: int = 600,
     fid_every: int = 150,
     seed: int = 0,
-    pruners: list[str] | tuple[str, ...] = ("median",),
+    pruners: list[str] | tuple[str, ...] = ("successive_halving",),
     overrides: list[str] | None = None,
     echo=print,
 ) -> dict[str, Any]:

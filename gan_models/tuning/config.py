@@ -115,7 +115,9 @@ class PrunerConfig(Section):
     - ``hyperband``: several successive-halving brackets with different first rungs.
     """
 
-    type: Literal["median", "percentile", "successive_halving", "hyperband", "none"] = "median"
+    type: Literal["median", "percentile", "successive_halving", "hyperband", "none"] = (
+        "successive_halving"
+    )
     startup_trials: int = Field(
         3, ge=0, description="median, percentile: trials that run to the end before any is pruned"
     )
