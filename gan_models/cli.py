@@ -217,7 +217,8 @@ def features_train_cmd(
     card = train_features(processed_root / name, load_features_params(params, set_), out)
     typer.echo(
         f"domain classifier for {name}: test accuracy {card['test_accuracy']:.4f} "
-        f"({card['data']['n_test']} images), sha256 {card['sha256'][:12]} -> {out or 'models/features/' + name}"
+        f"({card['data']['n_test']} images), sha256 {card['sha256'][:12]}, trained in "
+        f"{card['seconds']:.1f} s -> {out or 'models/features/' + name}"
     )
 
 

@@ -73,6 +73,18 @@ def test_quick_training_beats_chance_and_writes_a_card(trained, mnist_small) -> 
     )
 
 
+def test_retraining_the_same_inputs_writes_the_same_files(trained, mnist_small, tmp_path) -> None:
+    """The card holds no wall time: DVC sees a re-run features stage's output unchanged."""
+    train, test = mnist_small
+    again = train_domain_classifier(
+        train, test, tmp_path / "again", epochs=4, max_steps=36, width=8, hidden=32
+    )
+    assert again["seconds"] > 0 and "seconds" not in again["training"]
+    for name in (CARD_FILE, WEIGHTS_FILE):
+        first = (Path(trained["path"]) / name).read_bytes()
+        assert (tmp_path / "again" / name).read_bytes() == first, name
+
+
 def test_save_load_round_trips_exactly_and_the_hash_is_stable(
     trained, mnist_small, tmp_path
 ) -> None:
