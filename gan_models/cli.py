@@ -183,10 +183,16 @@ def summary_cmd(
 
 
 @app.command("families")
-def families_cmd() -> None:
-    """List every GAN family with the data it needs."""
+def families_cmd(
+    params_dir: Annotated[
+        Path, typer.Option("--params-dir", help="where the presets (PARAMS files) live")
+    ] = Path("params"),
+) -> None:
+    """List every GAN family with the data it needs and its presets."""
+    from gan_models.config import find_presets
     from gan_models.families import FAMILIES
 
+    presets = find_presets(params_dir)
     for f in FAMILIES.values():
         needs = {"images": "images", "paired": "paired images", "unpaired": "two image domains"}[
             f.batch_kind
@@ -194,6 +200,13 @@ def families_cmd() -> None:
         if f.conditional:
             needs += " with labels"
         typer.echo(f"{f.name:10s} {f.description}\n{'':10s} data: {needs}; paper: {f.paper}")
+        for path, p in presets.get(f.name, []):
+            t = p.train
+            amp = f", {t.amp} autocast" if t.amp != "none" else ""
+            typer.echo(
+                f"{'':10s} preset: {path} ({p.data.path}, {p.data.image_size}px, "
+                f"{t.steps} steps x {t.batch_size}{amp})"
+            )
 
 
 @features_app.command("train")

@@ -257,6 +257,19 @@ def load_params(
     return validate_model(model, data, str(path))
 
 
+def find_presets(params_dir: str | Path = "params") -> dict[str, list[tuple[str, TrainParams]]]:
+    """Training presets by family: files ``FAMILY-*.yaml`` in ``params_dir`` whose
+    ``model.family`` is FAMILY (so ``train.yaml`` and ``best.yaml`` are not presets)."""
+    if not Path(params_dir).is_dir():
+        raise ConfigError(f"{params_dir}: no such folder (expected the folder of the params files)")
+    out: dict[str, list[tuple[str, TrainParams]]] = {}
+    for path in sorted(Path(params_dir).glob("*.yaml")):
+        family = (read_params_yaml(path).get("model") or {}).get("family")
+        if isinstance(family, str) and path.stem.startswith(f"{family}-"):
+            out.setdefault(family, []).append((str(path), load_params(path)))
+    return out
+
+
 def load_section(
     path: str | Path, section: str, model: type[M], overrides: list[str] | None = None
 ) -> M:

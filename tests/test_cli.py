@@ -53,12 +53,30 @@ def test_sample_png_grid(trained_run, tmp_path):
     [
         (["sample", "/nonexistent/run", "-o", "x.png"], "not a training run folder"),
         (["train", "/nonexistent/p.yaml"], "params file not found"),
+        (["families", "--params-dir", "/nonexistent"], "/nonexistent: no such folder"),
     ],
 )
 def test_user_errors_exit_2_without_traceback(argv, message, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+def test_families_lists_every_family_with_its_presets(capsys):
+    from pathlib import Path
+
+    from gan_models.families import FAMILIES
+
+    params = Path(__file__).resolve().parents[1] / "params"
+    assert main(["families", "--params-dir", str(params)]) == 0
+    out = capsys.readouterr().out
+    blocks = {b.split()[0]: b for b in out.split("\n") if b and not b.startswith(" ")}
+    assert set(blocks) == set(FAMILIES)
+    for name in FAMILIES:
+        for size in ("small", "full"):
+            assert f"preset: {params / f'{name}-mnist5k-{size}.yaml'} (" in out, (name, size)
+    assert "train.yaml" not in out and "best.yaml" not in out  # not presets
+    assert "stylegan-mnist5k-full.yaml (data/processed/mnist5k, 32px, 25000 steps x 64, bf16" in out
 
 
 def test_sample_rejects_unknown_suffix(trained_run, tmp_path, capsys):
