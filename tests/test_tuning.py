@@ -237,6 +237,37 @@ def test_stricter_pruners(project, monkeypatch, pruner, bad_state):
         assert bad.value == bad.intermediate_values[24] > good.value
 
 
+def test_critic_steps_and_penalty_weight_are_searched(project, monkeypatch):
+    """A WGAN-GP study over n_critic and the gradient-penalty weight: each trial trains with
+    the values Optuna proposed, and best.yaml carries them."""
+    monkeypatch.chdir(project)
+    base = yaml.safe_load((project / "params" / "base.yaml").read_text())
+    base["model"]["family"] = "wgan-gp"
+    base["loss"] = {"type": "wasserstein"}
+    (project / "params" / "base-wgan.yaml").write_text(yaml.safe_dump(base))
+    space = {
+        "loss.n_critic": {"low": 1, "high": 3},
+        "loss.gp_weight": {"low": 1.0, "high": 20.0, "log": True},
+        "train.lr": {"low": 1e-4, "high": 1e-3, "log": True},
+    }
+    tune = write_tune(project, "critic", trials=2, budget={"train.steps": 8}, space=space)
+    out = project / "best-critic.yaml"
+    argv = ["tune", "params/base-wgan.yaml", "--tune-params", str(tune), "--no-track"]
+    assert main([*argv, "--out", str(out)]) == 0
+    tuning = load_tuning(project / "params" / "base-wgan.yaml", tune, root=project)
+    trials = optuna.load_study(study_name="critic", storage=tuning.storage_url).get_trials()
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 2
+    for t in trials:
+        used = load_params(Path(t.user_attrs["run_dir"]) / "config.yaml", TrainParams)
+        assert used.model.family == "wgan-gp"
+        assert used.loss.n_critic == t.params["loss.n_critic"] in (1, 2, 3)
+        assert used.loss.gp_weight == pytest.approx(t.params["loss.gp_weight"])
+    best = min(trials, key=lambda t: t.values[0])
+    tuned = load_params(out, TrainParams)
+    assert tuned.loss.n_critic == best.params["loss.n_critic"]
+    assert tuned.loss.gp_weight == pytest.approx(best.params["loss.gp_weight"])
+
+
 def test_two_workers_record_every_trial_once(project):
     tune = write_tune(project, "parallel", trials=4)
     ganops(
