@@ -251,7 +251,10 @@ def load_params(
 ) -> M:
     """Load a whole params file (with ``extends`` and ``--set`` overrides) into ``model``."""
     path = Path(path)
-    data = apply_overrides(_read_yaml(path), overrides)
+    return _params_from_data(path, apply_overrides(_read_yaml(path), overrides), model)
+
+
+def _params_from_data(path: Path, data: dict[str, Any], model: type[M]) -> M:
     if model is TrainParams and not data.get("name"):
         data["name"] = path.stem
     return validate_model(model, data, str(path))
@@ -264,9 +267,12 @@ def find_presets(params_dir: str | Path = "params") -> dict[str, list[tuple[str,
         raise ConfigError(f"{params_dir}: no such folder (expected the folder of the params files)")
     out: dict[str, list[tuple[str, TrainParams]]] = {}
     for path in sorted(Path(params_dir).glob("*.yaml")):
-        family = (read_params_yaml(path).get("model") or {}).get("family")
+        data = read_params_yaml(path)
+        family = (data.get("model") or {}).get("family")
         if isinstance(family, str) and path.stem.startswith(f"{family}-"):
-            out.setdefault(family, []).append((str(path), load_params(path)))
+            out.setdefault(family, []).append(
+                (str(path), _params_from_data(path, data, TrainParams))
+            )
     return out
 
 

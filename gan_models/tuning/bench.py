@@ -24,14 +24,16 @@ def bench_tune(
     steps: int = 600,
     fid_every: int = 150,
     seed: int = 0,
-    pruners: list[str] | tuple[str, ...] = ("successive_halving",),
+    pruners: list[str] | tuple[str, ...] | None = None,
     overrides: list[str] | None = None,
     echo=print,
 ) -> dict[str, Any]:
-    """``out["unpruned"]`` and ``out["pruned"][pruner]`` (the latter with the ratios)."""
+    """``out["unpruned"]`` and ``out["pruned"][pruner]`` (the latter with the ratios);
+    ``pruners`` None = the default pruner of ``tune.pruner``."""
     from gan_models.config import load_section
     from gan_models.evaluation import evaluate_run
     from gan_models.metrics.config import EvaluateParams, FeaturesParams
+    from gan_models.tuning.config import PrunerConfig
 
     common = [
         f"tune.budget.train.steps={steps}",
@@ -86,7 +88,7 @@ def bench_tune(
     u = out["unpruned"] = study("unpruned", "none")
     lo, hi = u["best_fid_ci"]
     out["pruned"] = {}
-    for kind in pruners:
+    for kind in pruners or [PrunerConfig().type]:
         p = out["pruned"][kind] = study(kind, kind)
         p["steps_ratio"] = round(p["steps_trained"] / u["steps_trained"], 3)
         p["seconds_ratio"] = round(p["trial_seconds"] / u["trial_seconds"], 3)

@@ -42,7 +42,7 @@ def register_commands(app: typer.Typer, bench_app: typer.Typer) -> None:
             steps=steps,
             fid_every=fid_every,
             seed=seed,
-            pruners=pruner or ["successive_halving"],
+            pruners=pruner,
             overrides=set_,
             echo=typer.echo,
         )

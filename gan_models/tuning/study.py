@@ -247,24 +247,24 @@ def _pruner(tuning: Tuning):
     p, t = tuning.tune.pruner, tuning.tune
     if not t.prunes:
         return optuna.pruners.NopPruner()
-    if p.type in ("hyperband", "successive_halving"):
-        budget = apply_values(tuning.base, t.budget)
-        min_resource = p.min_resource or budget.train.fid_every
-        if p.type == "successive_halving":
-            return optuna.pruners.SuccessiveHalvingPruner(
-                min_resource=min_resource, reduction_factor=p.reduction_factor
-            )
-        return optuna.pruners.HyperbandPruner(
-            min_resource=min_resource,
-            max_resource=budget.train.steps,
-            reduction_factor=p.reduction_factor,
+    if p.type == "median":
+        return optuna.pruners.MedianPruner(
+            n_startup_trials=p.startup_trials, n_warmup_steps=p.warmup_steps
         )
     if p.type == "percentile":
         return optuna.pruners.PercentilePruner(
             p.percentile, n_startup_trials=p.startup_trials, n_warmup_steps=p.warmup_steps
         )
-    return optuna.pruners.MedianPruner(
-        n_startup_trials=p.startup_trials, n_warmup_steps=p.warmup_steps
+    budget = apply_values(tuning.base, t.budget)
+    min_resource = p.min_resource or budget.train.fid_every
+    if p.type == "successive_halving":
+        return optuna.pruners.SuccessiveHalvingPruner(
+            min_resource=min_resource, reduction_factor=p.reduction_factor
+        )
+    return optuna.pruners.HyperbandPruner(
+        min_resource=min_resource,
+        max_resource=budget.train.steps,
+        reduction_factor=p.reduction_factor,
     )
 
 
