@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import mlflow
@@ -67,14 +68,20 @@ def fake_fid(info):
 def test_tracked_run_holds_params_metrics_images_and_lineage(
     mlflow_server, bars, tmp_path, monkeypatch
 ):
-    # Sample system metrics often enough to see some in a run of a few seconds.
-    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "0.5")
+    # Sample system metrics every 0.1 s, and keep the 4-step run open for 3 s at its last step,
+    # so the monitor publishes some samples however fast the training steps were.
+    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "0.1")
     monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLES_BEFORE_LOGGING", "1")
+
+    def linger(info):
+        if info.step == info.total_steps:
+            time.sleep(3.0)
+
     params_file = tiny_params_yaml(tmp_path / "tiny.yaml", bars, sample_every=2)
     run_dir = tmp_path / "run"
     tags = {"optuna.study": "study-a", "optuna.trial": "3"}
     result = tracked_train(
-        params_file, run_dir, callbacks=[fake_fid], tags=tags, tracking_uri=mlflow_server
+        params_file, run_dir, callbacks=[fake_fid, linger], tags=tags, tracking_uri=mlflow_server
     )
     assert result.steps == 4
 
