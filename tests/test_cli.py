@@ -1,6 +1,7 @@
 """The CLI end to end on tiny data: train, sample (png and exact npy), bench, help."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -8,6 +9,7 @@ from PIL import Image
 
 from gan_models.cli import app, main
 from gan_models.data.format import write_imageset
+from gan_models.families import FAMILIES
 
 
 @pytest.fixture(scope="module")
@@ -63,10 +65,6 @@ def test_user_errors_exit_2_without_traceback(argv, message, capsys):
 
 
 def test_families_lists_every_family_with_its_presets(capsys):
-    from pathlib import Path
-
-    from gan_models.families import FAMILIES
-
     params = Path(__file__).resolve().parents[1] / "params"
     assert main(["families", "--params-dir", str(params)]) == 0
     out = capsys.readouterr().out

@@ -254,8 +254,7 @@ def test_critic_steps_and_penalty_weight_are_searched(project, monkeypatch):
     out = project / "best-critic.yaml"
     argv = ["tune", "params/base-wgan.yaml", "--tune-params", str(tune), "--no-track"]
     assert main([*argv, "--out", str(out)]) == 0
-    tuning = load_tuning(project / "params" / "base-wgan.yaml", tune, root=project)
-    trials = optuna.load_study(study_name="critic", storage=tuning.storage_url).get_trials()
+    trials = study_of(project, tune, "critic").get_trials()
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 2
     for t in trials:
         used = load_params(Path(t.user_attrs["run_dir"]) / "config.yaml", TrainParams)
