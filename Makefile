@@ -3,14 +3,22 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# npm packages (package.json, exact versions in package-lock.json): vega, vega-lite and vega-embed,
+# inlined by their postinstall into .dvc/plots/template.html, the page `dvc plots show` writes.
+NPM_STAMP := node_modules/.installed
+# The browser the UI and plots tests drive (Debian's package; Playwright launches it by path).
+CHROMIUM ?= /usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# Screenshots and pages the browser tests keep.
+export GANOPS_TEST_ARTIFACTS ?= $(CURDIR)/test-artifacts
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 export DVC_NO_ANALYTICS := 1
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: setup test test-slow test-all lint format demo dvc-remote up down status bench bench-eval bench-pipeline bench-tune tune dashboard clean
+.PHONY: setup browser test test-fast test-slow lint format demo dvc-remote up down status bench bench-eval bench-pipeline bench-tune tune dashboard clean
 
-setup: $(STAMP)
+setup: $(STAMP) $(NPM_STAMP)
 
 # Re-installs only when the declared or pinned dependencies change.
 $(STAMP): pyproject.toml constraints.txt
@@ -19,14 +27,29 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev]"
 	@touch $(STAMP)
 
-test: setup
+$(NPM_STAMP): package.json package-lock.json .dvc/plots/template.src.html .dvc/plots/build-template.mjs
+	@command -v npm >/dev/null || { echo "error: npm not found; install Node.js 18+ and npm (Debian: apt-get install nodejs npm)"; exit 2; }
+	npm ci --no-audit --no-fund --loglevel=error
+	@touch $(NPM_STAMP)
+
+# Installed once, only when missing (about 65 s); no browser download at test time.
+browser: $(CHROMIUM)
+
+$(CHROMIUM):
+	$(SUDO) apt-get update -q
+	$(SUDO) apt-get install -y -q chromium
+
+# The whole suite (what CI runs): the Prefect server, worker, UI and flow tests included.
+test: setup browser
+	$(BIN)/python -m pytest -q --durations=25
+
+# The quick subset for iteration: everything not marked slow.
+test-fast: setup
 	$(BIN)/python -m pytest -m "not slow" -q
 
-test-slow: setup
-	$(BIN)/python -m pytest -m slow -q
-
-test-all: setup
-	$(BIN)/python -m pytest -q
+# Only the slow end-to-end tests (servers, worker, browser, flows).
+test-slow: setup browser
+	$(BIN)/python -m pytest -m slow -q --durations=25
 
 lint: setup
 	$(BIN)/ruff check .
@@ -85,4 +108,4 @@ dashboard: setup
 	$(BIN)/ganops tune params/train.yaml --dashboard
 
 clean:
-	rm -rf runs .pytest_cache
+	rm -rf runs .pytest_cache test-artifacts
