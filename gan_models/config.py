@@ -31,6 +31,13 @@ class DataConfig(Section):
     path: str = Field("data/raw/mnist5k", description="dataset directory (raw or processed)")
     split: str | None = Field(None, description="sub-folder of a processed dataset, e.g. train")
     image_size: int = Field(32, ge=4, description="square side the images are resized to")
+    cache_mb: float | None = Field(
+        None,
+        ge=0,
+        description="a split whose arrays fit in this many MB is read into memory whole, a "
+        "larger one is streamed from disk; None = an eighth of the RAM, at most 1024; 0 = stream",
+    )
+    prefetch: int = Field(2, ge=0, description="batches read ahead by a thread (0 = none)")
 
 
 class ModelConfig(Section):
@@ -106,6 +113,12 @@ class TrainConfig(Section):
     seed: int = 0
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     amp: Literal["none", "bf16", "fp16"] = "none"
+    profile: Literal["exact", "fast"] = Field(
+        "exact",
+        description="exact: fp32, bit-exact resume on CPU; fast: what pays on the device "
+        "(bf16 autocast + channels_last on CPUs with bf16; bf16, TF32, cudnn.benchmark and "
+        "fused Adam on CUDA)",
+    )
     deterministic: bool | None = Field(None, description="None = on for CPU, off for GPU")
     checkpoint_every: int = Field(500, ge=1)
     keep_checkpoints: int = Field(2, ge=1)

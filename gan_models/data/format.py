@@ -129,8 +129,22 @@ def read_meta(path: str | Path) -> dict[str, Any]:
         raise DataError(f"{meta_path}: not valid JSON ({e})") from None
 
 
-def read_imageset(path: str | Path, *, verify: bool = False) -> ImageSet:
-    """Load a dataset directory; with ``verify`` the sha256 of every file is checked first."""
+def load_array(file: Path, *, mmap: bool = False) -> np.ndarray:
+    """One ``.npy`` file; a damaged or truncated file is a :class:`DataError` naming it."""
+    try:
+        return np.load(file, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+        raise DataError(
+            f"{file}: damaged or truncated .npy file ({e}); fetch or preprocess it again"
+        ) from None
+
+
+def read_imageset(path: str | Path, *, verify: bool = False, mmap: bool = False) -> ImageSet:
+    """Load a dataset directory; with ``verify`` the sha256 of every file is checked first.
+
+    With ``mmap`` the image arrays are memory-mapped read-only (read when indexed); labels are
+    always loaded.
+    """
     path = Path(path)
     meta = read_meta(path)
     kind = meta.get("kind", "images")
@@ -147,7 +161,7 @@ def read_imageset(path: str | Path, *, verify: bool = False) -> ImageSet:
             got = sha256_file(file)
             if want != got:
                 raise DataError(f"{file}: sha256 {got} does not match meta.json's {want}")
-        loaded[key] = np.load(file, allow_pickle=False)
+        loaded[key] = load_array(file, mmap=mmap and key != "labels")
     labels = loaded.pop("labels", None)
     _check_arrays(kind, loaded, labels)
     return ImageSet(arrays=loaded, labels=labels, meta=meta)

@@ -45,6 +45,7 @@ from gan_models.training.checkpoint import (
     set_rng_state,
 )
 from gan_models.training.ema import EMA
+from gan_models.training.profile import resolve_profile
 from gan_models.utils.images import interleave_pairs, save_grid_png
 from gan_models.utils.io import atomic_path, write_json_atomic, write_text_atomic
 
@@ -53,6 +54,8 @@ log = logging.getLogger("ganops.train")
 # Keys that may differ between a run and its resumption: they change bookkeeping, not results.
 RESUMABLE_CHANGES = {
     "train.steps",
+    "data.cache_mb",
+    "data.prefetch",
     "train.progress",
     "train.checkpoint_every",
     "train.keep_checkpoints",
@@ -151,13 +154,13 @@ def _check_resume_config(saved: TrainParams, new: TrainParams, run_dir: Path) ->
         )
 
 
-def _make_optimizer(params: TrainParams, group: str, modules: list[nn.Module]):
+def _make_optimizer(params: TrainParams, group: str, modules: list[nn.Module], extra=None):
     t = params.train
     lr = t.lr_d if (group == "D" and t.lr_d is not None) else t.lr
     weights = [p for m in modules for p in m.parameters()]
     if t.optimizer == "rmsprop":
-        return torch.optim.RMSprop(weights, lr=lr)
-    return torch.optim.Adam(weights, lr=lr, betas=t.betas)
+        return torch.optim.RMSprop(weights, lr=lr, **(extra or {}))
+    return torch.optim.Adam(weights, lr=lr, betas=t.betas, **(extra or {}))
 
 
 TRAINER_FILES = (
@@ -317,7 +320,9 @@ def train(
     log.addHandler(handler)
     log.setLevel(logging.INFO)
     try:
-        with deterministic_mode(deterministic, device):
+        with deterministic_mode(deterministic, device), resolve_profile(
+            t.profile, t.amp, device
+        ).flags():
             return _train(
                 params, family, run_dir, device, found if resume else None, data, callbacks
             )
@@ -346,7 +351,17 @@ def _train(
     torch.manual_seed(t.seed)
     if data is None:
         data = load_training_set(params.data.path, params.data.split)
-    stream = BatchStream(data, params.data.image_size, t.batch_size, t.seed, device)
+    profile = resolve_profile(t.profile, t.amp, device)
+    stream = BatchStream(
+        data,
+        params.data.image_size,
+        t.batch_size,
+        t.seed,
+        device,
+        cache_bytes=None if params.data.cache_mb is None else int(params.data.cache_mb * 2**20),
+        prefetch=params.data.prefetch,
+        memory_format=profile.memory_format,
+    )
     spec = stream.spec()
     if family.conditional and not spec.num_classes:
         raise ConfigError(f"model.family: {family.name} needs labels; the dataset has none")
@@ -361,8 +376,14 @@ def _train(
             callbacks = [fid_callback(params, FeaturesParams(device=device.type)), *callbacks]
 
     nets = {k: m.to(device).train() for k, m in family.build(params, spec).items()}
+    profile.prepare(nets)
     optims = {
-        g: _make_optimizer(params, g, [nets[n] for n in names])
+        g: _make_optimizer(
+            params,
+            g,
+            [nets[n] for n in names],
+            profile.optimizer_kwargs([p for n in names for p in nets[n].parameters()]),
+        )
         for g, names in family.optim_groups.items()
     }
     emas = {n: EMA(nets[n], t.ema_decay) for n in family.ema_nets} if t.ema_decay else {}
@@ -443,7 +464,7 @@ def _train(
                 for _ in range(phase.repeats):
                     batch = stream.next() if phase.needs_batch else None
                     opt.zero_grad(set_to_none=True)
-                    with _autocast(device, t.amp):
+                    with _autocast(device, profile.amp):
                         out = phase.loss(nets, batch, ctx)
                     loss = out["loss"]
                     if scaler is not None:
@@ -513,6 +534,7 @@ def _train(
         log.info("interrupted at step %d; resume with --resume", step)
         raise
     finally:
+        stream.close()
         bar.close()
 
     seconds = time.perf_counter() - began
