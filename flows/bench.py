@@ -89,7 +89,6 @@ def bench_pipeline(
     source: str | None = None,
 ) -> dict[str, Any]:
     """Run the pipeline twice in a scratch checkout; wall time against stage time."""
-    from flows.params import PipelineParams
     from flows.pipeline import pipeline
 
     tmp = None
@@ -98,15 +97,16 @@ def bench_pipeline(
         workdir = tmp.name
     try:
         project = scratch_project(Path(workdir) / "proj")
-        params = PipelineParams(
-            preset=preset, dataset=dataset, source=source, overrides=overrides or [],
-            project_dir=str(project),
-        )  # fmt: skip
+        params = {
+            "preset": Path(preset).stem if preset else None,  # the form's choice: the file stem
+            "dataset": dataset, "source": source, "overrides": overrides or [],
+            "project_dir": str(project),
+        }  # fmt: skip
         began = time.perf_counter()
-        first = pipeline(params)
+        first = pipeline(**params)
         wall = time.perf_counter() - began
         began = time.perf_counter()
-        second = pipeline(params)
+        second = pipeline(**params)
         noop_wall = time.perf_counter() - began
     finally:
         if tmp is not None:

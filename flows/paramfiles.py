@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import BaseModel, ConfigDict, Field
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
@@ -100,12 +101,22 @@ def _train_loader(path: Path) -> Any:
     return load_params(path, TrainParams)
 
 
+class FetchSection(BaseModel):
+    """params/data.yaml ``fetch``: what dvc.yaml's fetch stage passes to ``ganops data fetch``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    source: str = Field(description="data source, see `ganops data sources`")
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$", description="dataset name")
+
+
 def _fetch_loader(path: Path) -> Any:
+    from gan_models.config import validate_model
     from gan_models.data.sources import get_source
 
-    section = (yaml.safe_load(path.read_text()) or {}).get("fetch") or {}
-    if "source" in section:
-        get_source(str(section["source"]))  # unknown sources raise DataError naming the choices
+    data = (yaml.safe_load(path.read_text()) or {}).get("fetch") or {}
+    section = validate_model(FetchSection, data, f"{path} [fetch]")
+    get_source(section.source)  # an unknown source raises a DataError naming the choices
     return section
 
 
@@ -128,6 +139,13 @@ def _section_loader(section: str) -> Callable[[Path], Any]:
         return load_section(path, section, model)
 
     return load
+
+
+# Every section some params file holds for the pipeline, each with its typed loader below.
+KNOWN_SECTIONS = frozenset(
+    {*TRAIN_SECTIONS, "name", "fetch", "validate", "preprocess", "features", "evaluate",
+     "register", "tune"}
+)  # fmt: skip
 
 
 def loaders(sections: Iterable[str]) -> dict[str, Callable[[Path], Any]]:
@@ -232,6 +250,10 @@ class ParamsEdit:
                 tmp = stack.enter_context(atomic_path(path))
                 tmp.write_text(_dump(self.docs[path]))
                 sections = {k.split(".")[0] for k in keys}
+                unknown = sorted(sections - set(loaders(sections)))
+                if unknown:  # nothing checks such a key: refuse it rather than write it blindly
+                    rel = str(path.relative_to(self.project))
+                    raise ConfigError(f"{rel}: unknown section {unknown[0]!r}")
                 for load in {id(f): f for f in loaders(sections).values()}.values():
                     try:
                         load(tmp)
@@ -247,23 +269,32 @@ def _dump(node: Any) -> str:
     return buf.getvalue()
 
 
+PRESETS_DIR = "params"  # where a preset name points: params/NAME.yaml
+
+
 def apply_pipeline_params(project: str | Path, params: PipelineParams) -> dict[str, list[str]]:
     """Write a pipeline run's parameters into the project's params files.
 
-    Order: ``source``/``dataset`` (fetch section; the training data path follows the dataset),
-    ``preset``, ``family``, ``tune`` (tune.enabled), then ``overrides``. Returns {file: [changed keys]}; an empty dict
-    when the files already say all of it.
+    Order: ``source``/``dataset`` (fetch section; the training data path follows the dataset;
+    a source alone names the dataset after itself), ``preset``, ``family``, the training knobs
+    (``steps``, ``batch_size``, ``lr``, ``seed``), ``tune`` (tune.enabled), then
+    ``overrides``. Every override is checked against the params model of its section: an
+    unknown section or key is refused, naming it, and nothing is written. Returns {file:
+    [changed keys]}; an empty dict when the files already say all of it.
     """
     project = Path(project).resolve()
     edit = ParamsEdit(project)
+    dataset = params.dataset
+    if dataset is None and params.source is not None:
+        dataset = params.source
     if params.source is not None:
         edit.set("fetch.source", params.source)
-    if params.dataset is not None:
-        edit.set("fetch.name", params.dataset)
+    if dataset is not None:
+        edit.set("fetch.name", dataset)
     if params.preset is not None:
-        edit.replace_train_sections(project / params.preset)
-    if params.dataset is not None or params.preset is not None:
-        name = params.dataset
+        edit.replace_train_sections(project / PRESETS_DIR / f"{params.preset}.yaml")
+    if dataset is not None or params.preset is not None:
+        name = dataset
         if name is None:
             fetch_file = file_for(project, "fetch", edit.files)
             name = str((edit.doc(fetch_file).get("fetch") or {}).get("name"))
@@ -278,6 +309,8 @@ def apply_pipeline_params(project: str | Path, params: PipelineParams) -> dict[s
                 f"(model.family {current!r}); give one or make them agree"
             )
         edit.set("model.family", params.family)
+    for key, value in params.knobs().items():
+        edit.set(key, value)
     if params.tune is not None:
         edit.set("tune.enabled", params.tune)
     for item in params.overrides:
@@ -287,5 +320,8 @@ def apply_pipeline_params(project: str | Path, params: PipelineParams) -> dict[s
         file = project / m["file"] if m["file"] else None
         if file is not None and not file.is_file():
             raise ConfigError(f"overrides: {item!r}: {m['file']} not found")
+        if keys[0] not in KNOWN_SECTIONS:
+            known = ", ".join(sorted(KNOWN_SECTIONS))
+            raise ConfigError(f"overrides: {item!r}: unknown section {keys[0]!r}; known: {known}")
         edit.set(".".join(keys), value, file)
     return edit.commit()

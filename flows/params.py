@@ -8,7 +8,8 @@ which params file, as dvc.yaml lists it) or ``params/FILE.yaml:section.key=value
 from __future__ import annotations
 
 import re
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -43,34 +44,90 @@ def _no_file_part(items: list[str]) -> list[str]:
 Overrides = Annotated[list[str], AfterValidator(_check_overrides)]
 
 
-class PipelineParams(FlowParams):
-    """What one pipeline run trains: written into the params files the DVC stages read."""
+# The choices of the pipeline's run form, read from the checkout that holds these flows when the
+# module loads (so `prefect deploy` puts the current zoo, sources and presets into the form).
+PROJECT_DIR = Path(__file__).resolve().parents[1]
 
-    dataset: str | None = Field(
-        None,
-        description="dataset name (fetch.name): data/raw/NAME, data/processed/NAME; "
-        "empty = keep params/data.yaml's",
-        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
-    )
-    source: str | None = Field(
-        None, description="data source (fetch.source), see `ganops data sources`; empty = keep"
-    )
-    family: str | None = Field(
+
+def family_names() -> tuple[str, ...]:
+    """The zoo: every registered GAN family (``ganops families``)."""
+    from gan_models.families import FAMILIES
+
+    return tuple(sorted(FAMILIES))
+
+
+def source_names() -> tuple[str, ...]:
+    """Data sources the pipeline's fetch stage can run: those that need no ``--path`` folder."""
+    from gan_models.data.sources import SOURCES
+
+    return tuple(name for name, src in SOURCES.items() if src.path != "required")
+
+
+def preset_names(params_dir: str | Path = PROJECT_DIR / "params") -> tuple[str, ...]:
+    """The preset files ``params/FAMILY-DATASET-SIZE.yaml``, by name (file stem)."""
+    from gan_models.config import find_presets
+
+    if not Path(params_dir).is_dir():  # flows installed away from a checkout: no presets here
+        return ()
+    found = find_presets(params_dir)
+    return tuple(sorted(Path(path).stem for presets in found.values() for path, _ in presets))
+
+
+def _choice(names: tuple[str, ...]) -> Any:
+    """Literal[names] (a select in Prefect's form); a plain string if there is nothing to list."""
+    return Literal[names] if names else str  # type: ignore[valid-type]
+
+
+FamilyName = _choice(family_names())
+SourceName = _choice(source_names())
+PresetName = _choice(preset_names())
+DatasetName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100)]
+# The common training knobs, as numbers with bounds (number inputs in Prefect's form).
+Steps = Annotated[int, Field(ge=1, le=1_000_000)]
+BatchSize = Annotated[int, Field(ge=1, le=4096)]
+LearningRate = Annotated[float, Field(gt=0, le=1)]
+Seed = Annotated[int, Field(ge=0, le=2**31 - 1)]
+
+
+class PipelineParams(FlowParams):
+    """What one pipeline run trains: written into the params files the DVC stages read.
+
+    The ``pipeline`` flow takes the same fields as top-level parameters (its run form). Empty
+    (None) keeps what the params files say.
+    """
+
+    family: FamilyName | None = Field(
         None, description="GAN family (model.family), see `ganops families`; empty = keep"
     )
-    preset: str | None = Field(
+    preset: PresetName | None = Field(
         None,
-        description="params file whose data/model/loss/train sections become the training "
-        "stage's, e.g. params/wgan-gp-mnist5k-small.yaml; empty = keep params/train.yaml",
+        description="preset params/NAME.yaml whose data/model/loss/train sections become the "
+        "training stage's (its family must agree with `family`); empty = keep params/train.yaml",
     )
-    overrides: Overrides = Field(
-        default_factory=list,
-        description="[params/FILE.yaml:]section.key=value, applied last (as `dvc exp run -S`)",
+    source: SourceName | None = Field(
+        None, description="data source (fetch.source), see `ganops data sources`; empty = keep"
     )
+    dataset: DatasetName | None = Field(
+        None,
+        description="dataset name (fetch.name): data/raw/NAME, data/processed/NAME; "
+        "empty = the source's name if a source is given, else keep params/data.yaml's",
+    )
+    steps: Steps | None = Field(None, description="training steps (train.steps); empty = keep")
+    batch_size: BatchSize | None = Field(
+        None, description="batch size (train.batch_size); empty = keep"
+    )
+    lr: LearningRate | None = Field(
+        None, description="generator learning rate (train.lr); empty = keep"
+    )
+    seed: Seed | None = Field(None, description="training seed (train.seed); empty = keep")
     tune: bool | None = Field(
         None,
         description="run the hyperparameter search (DVC stage `tune`) before training; sets "
         "tune.enabled in params/tune.yaml; empty = keep the file's",
+    )
+    overrides: Overrides = Field(
+        default_factory=list,
+        description="[params/FILE.yaml:]section.key=value, applied last (as `dvc exp run -S`)",
     )
     refresh_data: bool = Field(
         False,
@@ -78,6 +135,12 @@ class PipelineParams(FlowParams):
         "changed source); later stages re-run only if the data changed",
     )
     project_dir: str = Field(".", description="the ganops checkout holding dvc.yaml")
+
+    def knobs(self) -> dict[str, Any]:
+        """The training knobs given, as train-section keys: {"train.steps": 40, ...}."""
+        given = {"steps": self.steps, "batch_size": self.batch_size, "lr": self.lr}
+        given["seed"] = self.seed
+        return {f"train.{k}": v for k, v in given.items() if v is not None}
 
 
 class RetrainParams(FlowParams):

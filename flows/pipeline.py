@@ -9,7 +9,10 @@ and the model registered and gated is the one ``dvc repro`` would register. With
 server, Prefect starts one temporary server for the whole run (stages are child processes that
 do not import Prefect)::
 
-    python -m flows.pipeline '{"dataset": "digits", "source": "digits"}'
+    python -m flows.pipeline '{"source": "digits", "preset": "dcgan-mnist5k-small", "steps": 200}'
+
+The flow's parameters are top level and typed, so Prefect's "Custom run" form shows the family,
+source and preset as selects and the training knobs as bounded number inputs.
 """
 
 from __future__ import annotations
@@ -22,7 +25,18 @@ from typing import Any
 from prefect import flow
 
 from flows.paramfiles import stage_names
-from flows.params import PipelineParams, TuneFlowParams
+from flows.params import (
+    BatchSize,
+    DatasetName,
+    FamilyName,
+    LearningRate,
+    PipelineParams,
+    PresetName,
+    Seed,
+    SourceName,
+    Steps,
+    TuneFlowParams,
+)
 from flows.tasks import (
     configure,
     project_lock,
@@ -47,8 +61,48 @@ def tune_runs_here(project: Path) -> bool:
 
 
 @flow(name="pipeline", log_prints=True)
-def pipeline(params: PipelineParams = PipelineParams()) -> dict[str, Any]:
-    """Train, evaluate, register and gate a GAN through the DVC pipeline."""
+def pipeline(
+    family: FamilyName | None = None,
+    preset: PresetName | None = None,
+    source: SourceName | None = None,
+    dataset: DatasetName | None = None,
+    steps: Steps | None = None,
+    batch_size: BatchSize | None = None,
+    lr: LearningRate | None = None,
+    seed: Seed | None = None,
+    tune: bool | None = None,
+    overrides: list[str] | None = None,
+    refresh_data: bool = False,
+    project_dir: str = ".",
+) -> dict[str, Any]:
+    """Train, evaluate, register and gate a GAN through the DVC pipeline.
+
+    Every parameter left empty keeps what the params files say.
+
+    Args:
+        family: GAN family (model.family), see `ganops families`.
+        preset: preset params/NAME.yaml whose data/model/loss/train sections become the
+            training stage's; its family must agree with `family`.
+        source: data source (fetch.source), see `ganops data sources`.
+        dataset: dataset name (fetch.name): data/raw/NAME, data/processed/NAME; empty = the
+            source's name when a source is given.
+        steps: training steps (train.steps).
+        batch_size: training batch size (train.batch_size).
+        lr: generator learning rate (train.lr).
+        seed: training seed (train.seed).
+        tune: run the hyperparameter search (stage `tune`) first; sets tune.enabled.
+        overrides: [params/FILE.yaml:]section.key=value items, applied last (as
+            `dvc exp run -S`); an unknown section or key fails the run before anything is
+            written.
+        refresh_data: re-run the fetch stage even if DVC thinks it is up to date; later
+            stages re-run only if the data changed.
+        project_dir: the ganops checkout holding dvc.yaml (the worker's working directory).
+    """
+    params = PipelineParams(
+        family=family, preset=preset, source=source, dataset=dataset, steps=steps,
+        batch_size=batch_size, lr=lr, seed=seed, tune=tune, overrides=overrides or [],
+        refresh_data=refresh_data, project_dir=project_dir,
+    )  # fmt: skip
     project = Path(params.project_dir).resolve()
     run_dir = stage_option(project, TRAIN_STAGE, "--run-dir") or "runs/train"
     record = stage_option(project, REGISTER_STAGE, "--record")
@@ -85,4 +139,4 @@ def pipeline(params: PipelineParams = PipelineParams()) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    pipeline(PipelineParams(**json.loads(sys.argv[1] if len(sys.argv) > 1 else "{}")))
+    pipeline(**json.loads(sys.argv[1] if len(sys.argv) > 1 else "{}"))

@@ -11,11 +11,11 @@ from typing import Any
 
 from prefect import flow
 
-from flows.params import PipelineParams, RetrainParams
+from flows.params import RetrainParams
 from flows.pipeline import pipeline
 
 
 @flow(name="retrain", log_prints=True)
 def retrain(params: RetrainParams = RetrainParams()) -> dict[str, Any]:
     """Re-run the pipeline on the current data version (params files as they are)."""
-    return pipeline(PipelineParams(refresh_data=True, project_dir=params.project_dir))
+    return pipeline(refresh_data=True, project_dir=params.project_dir)

@@ -132,7 +132,7 @@ def test_bad_override_is_refused_and_nothing_written(params_project):
     with pytest.raises(ConfigError, match="unknown section 'nosuch'"):
         apply_pipeline_params(p, PipelineParams(overrides=["nosuch.key=1"]))
     with pytest.raises(ConfigError, match="model.family: unknown family 'gan9000'"):
-        apply_pipeline_params(p, PipelineParams(family="gan9000"))
+        apply_pipeline_params(p, PipelineParams(overrides=["model.family=gan9000"]))
     with pytest.raises(ValueError, match="section.key=value"):
         PipelineParams(overrides=["train.lr"])
     assert {f: f.read_text() for f in (p / "params").glob("*.yaml")} == files
@@ -141,7 +141,7 @@ def test_bad_override_is_refused_and_nothing_written(params_project):
 
 def test_preset_replaces_training_sections(params_project):
     p = params_project
-    changed = apply_pipeline_params(p, PipelineParams(preset="params/wgan-gp-mnist5k-small.yaml"))
+    changed = apply_pipeline_params(p, PipelineParams(preset="wgan-gp-mnist5k-small"))
     assert set(changed["params/train.yaml"]) >= {"model", "loss", "train"}
     train = yaml.safe_load((p / "params/train.yaml").read_text())
     preset = yaml.safe_load((p / "params/wgan-gp-mnist5k-small.yaml").read_text())
@@ -150,9 +150,7 @@ def test_preset_replaces_training_sections(params_project):
     assert train["train"]["fid_every"] == 250  # the pipeline's own key is kept
     assert train["data"]["path"] == "data/processed/mnist5k"
     with pytest.raises(ConfigError, match="contradicts the preset"):
-        apply_pipeline_params(
-            p, PipelineParams(preset="params/wgan-gp-mnist5k-small.yaml", family="dcgan")
-        )
+        apply_pipeline_params(p, PipelineParams(preset="wgan-gp-mnist5k-small", family="dcgan"))
 
 
 # ----------------------------------------------------------------------------- stage tasks
@@ -253,8 +251,7 @@ def test_pipeline_refuses_a_bad_override_before_any_stage(tmp_path):
     before = (project / "params/train.yaml").read_text()
     began = time.monotonic()
     state = pipeline(
-        PipelineParams(overrides=["train.steps=4", "train.bogus=1"], project_dir=str(project)),
-        return_state=True,
+        overrides=["train.steps=4", "train.bogus=1"], project_dir=str(project), return_state=True
     )
     assert state.is_failed()
     assert "params/train.yaml: train.bogus: unknown key" in state.message
@@ -263,6 +260,109 @@ def test_pipeline_refuses_a_bad_override_before_any_stage(tmp_path):
     assert not (project / "dvc.lock").exists()  # no stage ran
     names = [r.name for r in task_runs(state.state_details.flow_run_id)]
     assert names and all(n.startswith("configure") for n in names)
+
+
+# Each override names a section and a key its params model does not have: the flow refuses it.
+TYPOS = {
+    "fetch.typo=1": r"params/data.yaml \[fetch\]: typo: unknown key",
+    "validate.min_cuont=5": r"params/data.yaml \[validate\]: min_cuont: unknown key",
+    "preprocess.imgae_size=8": r"params/data.yaml \[preprocess\]: imgae_size: unknown key",
+    "features.domain.epoch=2": r"params/features.yaml \[features\]: domain.epoch: unknown key",
+    "evaluate.n_sample=10": r"params/evaluate.yaml \[evaluate\]: n_sample: unknown key",
+    "register.marign=1": r"params/register.yaml \[register\]: marign: unknown key",
+    "tune.trails=3": r"params/tune.yaml \[tune\]: trails: unknown key",
+    "model.widht=8": r"params/train.yaml: model.widht: unknown key",
+    "fetchh.name=x": r"unknown section 'fetchh'",
+    "params/data.yaml:nosuch.key=1": r"unknown section 'nosuch'",
+}
+
+
+@pytest.mark.parametrize("override", sorted(TYPOS))
+def test_unknown_override_key_or_section_is_refused_naming_it(params_project, override):
+    p = params_project
+    files = {f: f.read_bytes() for f in (p / "params").glob("*.yaml")}
+    with pytest.raises(ConfigError, match=TYPOS[override]):
+        # A valid change first: it must not be written either.
+        apply_pipeline_params(p, PipelineParams(overrides=["train.lr=1e-3", override]))
+    assert {f: f.read_bytes() for f in (p / "params").glob("*.yaml")} == files
+    assert not [f for f in (p / "params").iterdir() if f.suffix != ".yaml"]
+
+
+def test_pipeline_flow_fails_on_a_fetch_typo_with_one_line(tmp_path):
+    project = scratch_project(tmp_path / "proj")
+    before = (project / "params/data.yaml").read_text()
+    state = pipeline(
+        source="digits", overrides=["fetch.typo=1"], project_dir=str(project), return_state=True
+    )
+    assert state.is_failed()
+    assert "params/data.yaml [fetch]: typo: unknown key" in state.message
+    assert len(str(state.message).strip().splitlines()) == 1
+    assert (project / "params/data.yaml").read_text() == before  # fetch.source not written
+    assert not (project / "dvc.lock").exists()
+
+
+def test_knobs_and_a_preset_by_name_go_into_the_training_params(params_project):
+    p = params_project
+    changed = apply_pipeline_params(
+        p,
+        PipelineParams(
+            family="wgan-gp", preset="wgan-gp-mnist5k-small", source="digits", steps=40,
+            batch_size=16, lr=1e-3, seed=7,
+        ),
+    )  # fmt: skip
+    assert changed["params/data.yaml"] == ["fetch.source", "fetch.name"]
+    train = yaml.safe_load((p / "params/train.yaml").read_text())
+    assert train["model"]["family"] == "wgan-gp"
+    assert (train["train"]["steps"], train["train"]["batch_size"]) == (40, 16)
+    assert (train["train"]["lr"], train["train"]["seed"]) == (1e-3, 7)
+    assert train["data"]["path"] == "data/processed/digits"  # a source alone names the dataset
+    assert yaml.safe_load((p / "params/data.yaml").read_text())["fetch"]["name"] == "digits"
+
+
+def test_form_values_out_of_their_lists_or_bounds_are_refused():
+    from pydantic import ValidationError
+
+    for bad in ({"family": "gan9000"}, {"preset": "dcgan-mnist5k-tiny"}, {"source": "folder"},
+                {"steps": 0}, {"batch_size": 5000}, {"lr": 0}, {"seed": -1}):  # fmt: skip
+        with pytest.raises(ValidationError):
+            PipelineParams(**bad)
+    state = pipeline(family="gan9000", return_state=True)
+    assert state.is_failed() and "family" in state.message
+
+
+def test_run_form_schema_has_top_level_selects_and_bounded_numbers():
+    """What Prefect's "Custom run" form is built from (the deployment's parameter schema)."""
+    from prefect.utilities.callables import parameter_schema
+
+    from gan_models.config import find_presets
+    from gan_models.data.sources import SOURCES
+    from gan_models.families import FAMILIES
+
+    schema = parameter_schema(pipeline).model_dump()
+    props = schema["properties"]
+    assert list(props)[:8] == [
+        "family", "preset", "source", "dataset", "steps", "batch_size", "lr", "seed",
+    ]  # fmt: skip
+
+    def choices(name):
+        [enum] = [a["enum"] for a in props[name]["anyOf"] if "enum" in a]
+        return enum
+
+    assert sorted(choices("family")) == sorted(FAMILIES)
+    presets = [Path(f).stem for ps in find_presets("params").values() for f, _ in ps]
+    assert sorted(choices("preset")) == sorted(presets) and "dcgan-mnist5k-small" in presets
+    assert "digits" in choices("source") and set(choices("source")) <= set(SOURCES)
+
+    def number(name):
+        [n] = [a for a in props[name]["anyOf"] if a.get("type") in ("integer", "number")]
+        return n
+
+    assert number("steps")["type"] == "integer" and number("steps")["minimum"] == 1
+    assert number("batch_size")["maximum"] == 4096
+    assert number("lr")["type"] == "number" and number("lr")["exclusiveMinimum"] == 0
+    assert number("seed")["minimum"] == 0
+    assert "params" not in props  # no nested object of free strings any more
+    assert "train.steps" in props["steps"]["description"]
 
 
 def test_tune_switch_goes_into_the_tune_params(params_project):
@@ -456,14 +556,14 @@ def pipeline_run(tmp_path_factory):
     project = scratch_project(root / "proj")
     old = os.environ.get("GANOPS_CACHE_DIR")
     os.environ["GANOPS_CACHE_DIR"] = str(root / "cache")  # evaluation's reference cache
-    params = PipelineParams(
-        dataset="digits",
-        source="digits",
-        overrides=[*TINY, *TINY_TUNE],
-        tune=True,
-        project_dir=str(project),
-    )
-    state = pipeline(params, return_state=True)
+    params = {
+        "dataset": "digits",
+        "source": "digits",
+        "overrides": [*TINY, *TINY_TUNE],
+        "tune": True,
+        "project_dir": str(project),
+    }
+    state = pipeline(**params, return_state=True)
     yield project, params, state
     if old is None:
         os.environ.pop("GANOPS_CACHE_DIR", None)
@@ -543,7 +643,7 @@ def test_summary_and_progress_artifacts(pipeline_run):
 @pytest.mark.slow
 def test_rerun_skips_every_stage(pipeline_run):
     project, params, _ = pipeline_run
-    result = pipeline(params)
+    result = pipeline(**params)
     assert result["changed"] == {}
     assert {s["stage"]: s["status"] for s in result["stages"]} == dict.fromkeys(STAGES, "skipped")
     assert result["registration"]["version"] == "1"  # nothing registered twice
@@ -565,9 +665,9 @@ def test_promote_flow_registers_again_and_the_gate_refuses_a_tie(pipeline_run):
 @pytest.mark.slow
 def test_data_failure_in_a_stage_fails_fast(pipeline_run):
     project, params, _ = pipeline_run
-    bad = params.model_copy(update={"overrides": [*TINY, "validate.min_count=100000"]})
+    bad = {**params, "overrides": [*TINY, "validate.min_count=100000"]}
     began = time.monotonic()
-    state = pipeline(bad, return_state=True)
+    state = pipeline(**bad, return_state=True)
     assert state.is_failed()
     assert "stage 'validate': error: validate digits: FAILED" in state.message
     runs = {r.name: r for r in task_runs(state.state_details.flow_run_id)}

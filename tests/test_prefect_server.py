@@ -135,9 +135,7 @@ def test_pipeline_deployment_runs_on_the_worker(stack):
     params = {"dataset": "digits", "source": "digits", "overrides": TINY, "project_dir": "."}
     began = time.monotonic()
     with temporary_settings({PREFECT_API_URL: api(ports)}):
-        run = run_deployment(
-            "pipeline/pipeline", parameters={"params": params}, timeout=900, poll_interval=3
-        )
+        run = run_deployment("pipeline/pipeline", parameters=params, timeout=900, poll_interval=3)
     elapsed = time.monotonic() - began
     assert run.state.is_completed(), (
         f"{run.state.message}; worker log:\n"
