@@ -38,8 +38,10 @@ def tiny_data(tmp_path_factory):
 def tiny_params(family: str, data_path, **train) -> TrainParams:
     t = {"steps": 2, "batch_size": 8, "checkpoint_every": 1, "log_every": 1, "progress": False}
     t.update(train)
+    model = {"width": 8, "latent_dim": 8, "depth": 2, "embed_dim": 4}
+    reads = FAMILIES[family].reads  # a key the family does not read is refused
     return TrainParams(
-        model={"family": family, "width": 8, "latent_dim": 8, "depth": 2, "embed_dim": 4},
+        model={"family": family, **{k: v for k, v in model.items() if f"model.{k}" in reads}},
         data={"path": str(data_path), "image_size": 8},
         loss={"r1_gamma": 0.1, "r1_every": 2} if family == "dcgan" else {},
         train=t,

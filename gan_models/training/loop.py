@@ -21,7 +21,9 @@ import json
 import logging
 import os
 import shutil
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -38,6 +40,7 @@ from gan_models.families import get_family
 from gan_models.families.base import DataSpec, Family, Nets, StepContext
 from gan_models.training.batches import BatchStream, load_training_set
 from gan_models.training.checkpoint import (
+    checkpoint_path,
     latest_checkpoint,
     load_checkpoint,
     rng_state,
@@ -69,6 +72,55 @@ RESUMABLE_CHANGES = {
 
 class TrainingDiverged(GanopsError):
     """A loss became NaN or infinite."""
+
+
+class TrainingInterrupted(GanopsError):
+    """Training was stopped by SIGINT (Ctrl-C) after a completed step, checkpointed there.
+
+    The checkpoint holds the networks, EMA, optimizers, data position, RNG and logging window of
+    that step, so ``--resume`` continues exactly as an uninterrupted run would have.
+    """
+
+    exit_code = 130  # the shell's convention for a process stopped by SIGINT
+
+    def __init__(self, message: str, step: int):
+        super().__init__(message)
+        self.step = step
+
+
+class _StopRequest:
+    """SIGINT sets a flag that the loop reads between steps, so a step is never cut in two.
+
+    A second SIGINT interrupts at once (KeyboardInterrupt, no new checkpoint). Outside the main
+    thread Python delivers no signals to the trainer, so nothing is installed there.
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: Any = None
+        self._installed = False
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print(
+            "interrupt: stopping after the step in progress and checkpointing it "
+            "(Ctrl-C again stops at once, without a new checkpoint)",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    def __enter__(self) -> _StopRequest:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+            self._installed = True
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._installed:
+            signal.signal(signal.SIGINT, self._previous or signal.default_int_handler)
+            self._installed = False
 
 
 @dataclass
@@ -394,6 +446,7 @@ def _train(
     write_json_atomic(run_dir / "spec.json", asdict(spec))
     stats_path = run_dir / "stats.jsonl"
     start = 0
+    saved_window = None
     if resume_from:
         start, path = resume_from
         state = load_checkpoint(path, device)
@@ -407,6 +460,7 @@ def _train(
             scaler.load_state_dict(state["scaler"])
         stream.load_state_dict(state["data"])
         set_rng_state(state["rng"])
+        saved_window = state.get("log_window")  # absent in checkpoints of older versions
         _truncate_stats(stats_path, start)
         log.info("resumed from %s (step %d)", path.name, start)
     else:
@@ -424,6 +478,8 @@ def _train(
             "scaler": scaler.state_dict() if scaler is not None else None,
             "data": stream.state_dict(),
             "rng": rng_state(),
+            # The losses summed since the last logged step: a resumed run logs the same means.
+            "log_window": {"acc": dict(acc), "counts": dict(counts)},
         }
         save_checkpoint(run_dir, step, state, t.keep_checkpoints)
 
@@ -448,10 +504,15 @@ def _train(
     bar = _progress(t.progress, start, t.steps, params.name or family.name)
     acc: dict[str, torch.Tensor] = {}
     counts: dict[str, int] = {}
+    if saved_window:
+        acc.update(saved_window["acc"])
+        counts.update(saved_window["counts"])
     window_start, window_steps = time.perf_counter(), 0
     began, last_losses, last_rate = time.perf_counter(), {}, None
     step = start
+    stop = _StopRequest()
     try:
+        stop.__enter__()
         for step in range(start, t.steps):
             ctx = StepContext(step, params, spec, device, t.batch_size)
             for phase in phases:
@@ -527,13 +588,25 @@ def _train(
             bar.update(1)
             if done % t.checkpoint_every == 0 or done == t.steps:
                 checkpoint(done)
+            if stop.requested and done < t.steps:
+                # Every piece of state is at the end of step ``done``: checkpoint it there.
+                if done % t.checkpoint_every:
+                    checkpoint(done)
+                message = (
+                    f"training interrupted after step {done} of {t.steps}; checkpoint "
+                    f"{checkpoint_path(run_dir, done).name} written, continue with --resume"
+                )
+                log.info(message)
+                raise TrainingInterrupted(message, done)
     except KeyboardInterrupt:
+        # A second Ctrl-C, or one outside the main thread's handler: the step in flight may be
+        # half done, so no checkpoint is written from it; the last one on disk stays valid.
         last = latest_checkpoint(run_dir)
-        if step > start and (last is None or last[0] < step):
-            checkpoint(step)  # the step in flight is dropped; its predecessor is complete
-        log.info("interrupted at step %d; resume with --resume", step)
+        where = f"checkpoint step {last[0]}" if last else "no checkpoint yet"
+        log.info("interrupted during step %d; resume with --resume (%s)", step + 1, where)
         raise
     finally:
+        stop.__exit__()
         stream.close()
         bar.close()
 
@@ -547,7 +620,10 @@ def _train(
         for k, v in ema_nets[name].state_dict().items()
     }
     with atomic_path(run_dir / "generator.safetensors") as tmp:
-        save_file(weights, str(tmp), metadata={"family": family.name, "ema": str(bool(emas))})
+        # One metadata key: safetensors writes several in a per-process hash order, which made
+        # the bytes (and DVC's hash) of identical weights differ from one run to the next.
+        meta = {"ganops": json.dumps({"family": family.name, "ema": bool(emas)}, sort_keys=True)}
+        save_file(weights, str(tmp), metadata=meta)
     result = TrainResult(
         run_dir, t.steps, seconds, last_rate, last_losses, resume_from and resume_from[0]
     )
