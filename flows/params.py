@@ -8,10 +8,19 @@ which params file, as dvc.yaml lists it) or ``params/FILE.yaml:section.key=value
 from __future__ import annotations
 
 import re
+import typing
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Optional
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 
 # [FILE.yaml:]dotted.key=value; the value may be anything YAML parses (or empty = null).
 OVERRIDE_RE = re.compile(
@@ -87,6 +96,17 @@ Steps = Annotated[int, Field(ge=1, le=1_000_000)]
 BatchSize = Annotated[int, Field(ge=1, le=4096)]
 LearningRate = Annotated[float, Field(gt=0, le=1)]
 Seed = Annotated[int, Field(ge=0, le=2**31 - 1)]
+
+
+def form_choice(kind: Any) -> Any:
+    """``kind | None`` (a Literal or bool) drawn as one select in Prefect's run form.
+
+    Prefect's form draws ``X | None`` as a "X / None" type switch; a schema that lists the
+    choices and null (``{"enum": [..., null]}``) is drawn as a select whose blank entry is
+    None, the default ("keep what the params files say").
+    """
+    choices = list(typing.get_args(kind)) if kind is not bool else [True, False]
+    return Annotated[Optional[kind], WithJsonSchema({"enum": [*choices, None]})]  # noqa: UP045
 
 
 class PipelineParams(FlowParams):

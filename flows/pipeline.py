@@ -36,6 +36,7 @@ from flows.params import (
     SourceName,
     Steps,
     TuneFlowParams,
+    form_choice,
 )
 from flows.tasks import (
     configure,
@@ -62,22 +63,24 @@ def tune_runs_here(project: Path) -> bool:
 
 @flow(name="pipeline", log_prints=True)
 def pipeline(
-    family: FamilyName | None = None,
-    preset: PresetName | None = None,
-    source: SourceName | None = None,
+    family: form_choice(FamilyName) = None,
+    preset: form_choice(PresetName) = None,
+    source: form_choice(SourceName) = None,
     dataset: DatasetName | None = None,
     steps: Steps | None = None,
     batch_size: BatchSize | None = None,
     lr: LearningRate | None = None,
     seed: Seed | None = None,
-    tune: bool | None = None,
-    overrides: list[str] | None = None,
+    tune: form_choice(bool) = None,
+    overrides: list[str] = [],  # noqa: B006 (never mutated; a run form needs a plain default)
     refresh_data: bool = False,
     project_dir: str = ".",
 ) -> dict[str, Any]:
     """Train, evaluate, register and gate a GAN through the DVC pipeline.
 
-    Every parameter left empty keeps what the params files say.
+    Every parameter left empty (None) keeps what the params files say. In Prefect's run form
+    the family, preset, source and tune switch are selects (blank = keep); the other fields
+    switch from None to a value (the numbers with their bounds).
 
     Args:
         family: GAN family (model.family), see `ganops families`.
@@ -100,7 +103,7 @@ def pipeline(
     """
     params = PipelineParams(
         family=family, preset=preset, source=source, dataset=dataset, steps=steps,
-        batch_size=batch_size, lr=lr, seed=seed, tune=tune, overrides=overrides or [],
+        batch_size=batch_size, lr=lr, seed=seed, tune=tune, overrides=list(overrides),
         refresh_data=refresh_data, project_dir=project_dir,
     )  # fmt: skip
     project = Path(params.project_dir).resolve()

@@ -344,16 +344,17 @@ def test_run_form_schema_has_top_level_selects_and_bounded_numbers():
         "family", "preset", "source", "dataset", "steps", "batch_size", "lr", "seed",
     ]  # fmt: skip
 
-    def choices(name):
-        [enum] = [a["enum"] for a in props[name]["anyOf"] if "enum" in a]
-        return enum
+    def choices(name):  # a select: the choices and a blank (None: keep the params files')
+        assert props[name]["enum"][-1] is None and props[name]["default"] is None
+        return props[name]["enum"][:-1]
 
     assert sorted(choices("family")) == sorted(FAMILIES)
     presets = [Path(f).stem for ps in find_presets("params").values() for f, _ in ps]
     assert sorted(choices("preset")) == sorted(presets) and "dcgan-mnist5k-small" in presets
     assert "digits" in choices("source") and set(choices("source")) <= set(SOURCES)
+    assert choices("tune") == [True, False]
 
-    def number(name):
+    def number(name):  # a number input with its bounds (switched on from None)
         [n] = [a for a in props[name]["anyOf"] if a.get("type") in ("integer", "number")]
         return n
 
