@@ -180,6 +180,8 @@ def start_prefect(root: Path, host: str, port: int, timeout: float) -> Service:
         )
     env = base_env(root)
     env.pop("PREFECT_API_URL", None)  # the server is the API; a client setting would confuse it
+    # The UI's pages call the API at this URL; `--port` alone leaves it at :4200.
+    env.setdefault("PREFECT_UI_API_URL", f"{url}/api")
     log = root / STATE_DIR / "logs" / "prefect-server.log"
     cmd = [sys.executable, "-m", "prefect", "server", "start", "--host", host, "--port", str(port)]
     proc = _spawn(cmd, env, root, log)
