@@ -1,7 +1,8 @@
 """Metrics of image-to-image families on held-out images, next to their baselines.
 
 - Super-resolution (SRGAN): PSNR and SSIM of ``G(lr)`` against the high-resolution image, and of
-  bicubic upsampling of the same ``lr`` (the baseline a super-resolution model must beat).
+  bicubic upsampling of the same ``lr`` (the baseline a super-resolution model must beat), on
+  images in [0, 1] with data range 1 as papers, scikit-image and torchmetrics compute them.
 - Translation (CycleGAN): FID per direction (``G_AB(a)`` against real ``b``, ``G_BA(b)`` against
   real ``a``) in the extractor's feature space, each next to its real-vs-real floor and to the
   untranslated inputs' FID, and the cycle reconstruction error ``|G_BA(G_AB(a)) - a|_1`` (and
@@ -23,7 +24,7 @@ from torch import Tensor
 
 from gan_models.errors import DataError
 from gan_models.families.base import Nets
-from gan_models.families.sr_metrics import psnr, ssim
+from gan_models.families.sr_metrics import convention, image_quality
 from gan_models.metrics.extractor import FeatureExtractor
 from gan_models.metrics.fid import feature_statistics, frechet_distance
 from gan_models.metrics.reference import ReferenceStats
@@ -47,8 +48,10 @@ def super_resolution_metrics(
 ) -> dict[str, Any]:
     """PSNR (dB) and SSIM of the generator and of bicubic upsampling, means over the pairs.
 
-    ``lr`` (N, C, h, w) and ``hr`` (N, C, H, W) in [-1, 1], H = h * scale. SSIM uses the
-    Gaussian 11x11 window (sigma 1.5) when the images allow it, else sigma 0.5 (5x5).
+    ``lr`` (N, C, h, w) and ``hr`` (N, C, H, W) in [-1, 1], H = h * scale. Both metrics are
+    computed the conventional way (images mapped to [0, 1], data range 1; ``convention`` in
+    the result says it). SSIM uses the Gaussian 11x11 window (sigma 1.5) when the images allow
+    it, else sigma 0.5 (5x5).
     """
     if lr.shape[0] != hr.shape[0] or hr.shape[-1] % lr.shape[-1]:
         raise DataError(
@@ -62,13 +65,12 @@ def super_resolution_metrics(
     sigma = 1.5 if min(size) >= 11 else 0.5
     out: dict[str, Any] = {"n": int(hr.shape[0]), "scale": hr.shape[-1] // lr.shape[-1]}
     for name, y in (("generator", sr), ("bicubic", bicubic)):
-        out[name] = {
-            "psnr": float(psnr(y, hr).mean()),
-            "ssim": float(ssim(y, hr, sigma=sigma).mean()),
-        }
+        q = image_quality(y, hr, sigma=sigma)
+        out[name] = {"psnr": float(q["psnr"].mean()), "ssim": float(q["ssim"].mean())}
     out["psnr_gain"] = out["generator"]["psnr"] - out["bicubic"]["psnr"]
     out["ssim_gain"] = out["generator"]["ssim"] - out["bicubic"]["ssim"]
     out["ssim_sigma"] = sigma
+    out["convention"] = convention(sigma)
     return out
 
 

@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from torchmetrics.functional.image import structural_similarity_index_measure
 
 from gan_models.config import TrainParams
 from gan_models.data.embedded import dilate3x3, load_mnist5k_pair
@@ -40,7 +41,7 @@ def data(tmp_path_factory):
 
 
 def tiny(family: str, path, **extra) -> TrainParams:
-    model = {"family": family, "width": 8, "latent_dim": 8, "res_blocks": 1}
+    model = {"family": family, "width": 8, "res_blocks": 1}  # no latents: the input is an image
     if family == "srgan":
         model["scale"] = 2
     train_ = {"steps": 2, "batch_size": 8, "checkpoint_every": 2, "progress": False, **extra}
@@ -234,6 +235,12 @@ def test_super_resolution_metrics_against_bicubic():
     want = psnr(bicubic(lr).clamp(-1, 1), hr).mean().item()
     assert same["bicubic"]["psnr"] == pytest.approx(want, rel=1e-6)
     assert same["ssim_sigma"] == 1.5  # 16 px hold the 11x11 window
+    # reported the conventional way: [0, 1], data range 1, as torchmetrics' map at valid positions
+    _, full = structural_similarity_index_measure(
+        (bicubic(lr).clamp(-1, 1) + 1) / 2, (hr + 1) / 2, data_range=1.0, return_full_image=True
+    )
+    assert same["bicubic"]["ssim"] == pytest.approx(full[..., 5:-5, 5:-5].mean().item(), abs=1e-4)
+    assert "[0, 1]" in same["convention"] and "11x11" in same["convention"]
     # a generator that sees the answer beats bicubic on both
     cheat = super_resolution_metrics({"G": _Fixed(lambda x: hr[: len(x)])}, lr, hr)
     assert cheat["generator"]["ssim"] == pytest.approx(1.0) and cheat["psnr_gain"] > 0
@@ -284,6 +291,11 @@ def test_evaluate_srgan_scores_held_out_images_against_bicubic(
     from gan_models.families.sr_metrics import psnr
 
     assert sr["bicubic"]["psnr"] == pytest.approx(psnr(up, hr).mean().item(), rel=1e-5)
+    _, full = structural_similarity_index_measure(
+        (up + 1) / 2, (hr + 1) / 2, data_range=1.0, sigma=0.5, return_full_image=True
+    )
+    assert sr["bicubic"]["ssim"] == pytest.approx(full[..., 2:-2, 2:-2].mean().item(), abs=1e-4)
+    assert "5x5" in sr["convention"]
     assert result["summary"]["sr_psnr_generator"] == sr["generator"]["psnr"]
     assert (tmp_path / "run/samples.png").is_file()
     assert not (tmp_path / "run/interpolation.png").exists()

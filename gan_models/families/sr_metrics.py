@@ -1,11 +1,19 @@
 """Full-reference image quality for super-resolution: PSNR and SSIM, per image.
 
-Images are float tensors (B, C, H, W) in the project's range [-1, 1], so the data range is 2.
-SSIM follows Wang et al. 2004 as scikit-image computes it with ``gaussian_weights=True,
-sigma=1.5, use_sample_covariance=False``: an 11x11 Gaussian window (radius ``int(3.5 sigma +
-0.5)``), K1 = 0.01, K2 = 0.03, population (co)variances, and the mean taken over the positions
-where the window lies wholly inside the image (scikit-image filters, then crops that border).
-Both functions are differentiable, so SSIM also serves as a training loss.
+Two uses, two ranges:
+
+- **Reported metrics** (:func:`image_quality`, what ``ganops evaluate`` writes) follow the
+  convention of the papers and tools they are compared with: images mapped from the project's
+  [-1, 1] to [0, 1], data range 1. SSIM is Wang et al. 2004 as their MATLAB ``ssim`` and
+  scikit-image (``gaussian_weights=True, sigma=1.5, use_sample_covariance=False``) compute it:
+  an 11x11 Gaussian window of sigma 1.5 (radius ``int(3.5 sigma + 0.5)``), K1 = 0.01,
+  K2 = 0.03, population (co)variances, and the mean over the positions where the window lies
+  wholly inside the image. torchmetrics computes the same map but also averages the border
+  positions of a reflect-padded image, so its default mean differs on small images; its map
+  agrees with this one at the valid positions. PSNR does not depend on the range convention
+  (MSE and range^2 scale together); SSIM's luminance term does.
+- **SRGAN's ``ssim`` content loss** calls :func:`ssim` on images in [-1, 1] with data range 2
+  (the defaults below), as it always has; both functions are differentiable.
 """
 
 from __future__ import annotations
@@ -16,7 +24,33 @@ from torch import Tensor
 
 from gan_models.errors import DataError
 
-DATA_RANGE = 2.0  # images in [-1, 1]
+DATA_RANGE = 2.0  # images in [-1, 1]: the training loss's range
+
+
+def convention(sigma: float = 1.5) -> str:
+    """How :func:`image_quality` computes its numbers, for a result's lineage."""
+    k = gaussian_window(sigma).shape[-1]
+    return (
+        f"images in [0, 1] (mapped from [-1, 1]), data_range 1; SSIM: gaussian window {k}x{k}, "
+        f"sigma {sigma}, K1 0.01, K2 0.03, population statistics, mean over valid window "
+        "positions (Wang et al. 2004, scikit-image)"
+    )
+
+
+def to_unit_range(x: Tensor) -> Tensor:
+    """Images (B, C, H, W) from the project's [-1, 1] to [0, 1] (float64 stays float64)."""
+    return (x.to(torch.promote_types(x.dtype, torch.float32)) + 1) / 2
+
+
+def image_quality(x: Tensor, reference: Tensor, sigma: float = 1.5) -> dict[str, Tensor]:
+    """PSNR (dB) and SSIM per image (B,) of ``x`` against ``reference``, both (B, C, H, W) in
+    [-1, 1], computed the conventional way: on [0, 1] with data range 1 (see :func:`convention`).
+    """
+    x01, ref01 = to_unit_range(x), to_unit_range(reference)
+    return {
+        "psnr": psnr(x01, ref01, data_range=1.0),
+        "ssim": ssim(x01, ref01, data_range=1.0, sigma=sigma),
+    }
 
 
 def _check_pair(x: Tensor, y: Tensor, what: str) -> None:
