@@ -58,7 +58,7 @@ def test_params_file_matches_model_defaults() -> None:
         )
 
 
-def test_defaults_give_float_images_in_range_with_stratified_counts(tmp_path, raw, digits):
+def test_defaults_give_uint8_images_with_stratified_counts(tmp_path, raw, digits):
     out = tmp_path / "data/processed/digits"
     manifest = preprocess_dataset(raw, out, PreprocessParams())
     assert manifest["image_shape"] == [1, 32, 32]
@@ -67,9 +67,9 @@ def test_defaults_give_float_images_in_range_with_stratified_counts(tmp_path, ra
     for split in SPLITS:
         ds = read_imageset(out / split, verify=True)
         x = ds.images
-        assert x.dtype == np.float32 and x.shape == (expected_counts[split], 1, 32, 32)
-        assert x.min() >= -1.0 and x.max() <= 1.0
-        assert x.min() == -1.0 and x.max() > 0.9  # black background, bright strokes survive
+        assert x.dtype == np.uint8 and x.shape == (expected_counts[split], 1, 32, 32)
+        assert x.min() == 0 and x.max() > 240  # black background, bright strokes survive
+        assert ds.meta["format_version"] == 2
         assert np.bincount(ds.labels).tolist() == [per_class[split]] * 10
         assert ds.meta["num_classes"] == 10 and ds.meta["name"] == f"digits/{split}"
         entry = manifest["splits"][split]
@@ -80,7 +80,9 @@ def test_defaults_give_float_images_in_range_with_stratified_counts(tmp_path, ra
             assert sha256_file(out / split / name) == digest
     assert manifest["raw"]["sha256"] == json.loads((raw / "meta.json").read_text())["sha256"]
     assert manifest["raw"]["meta_json_sha256"] == sha256_file(raw / "meta.json")
-    assert manifest["params"] == PreprocessParams().model_dump(mode="json")
+    assert manifest["params"] == PreprocessParams().model_dump(
+        mode="json", exclude={"workers", "progress"}
+    )
     assert json.loads((out / "manifest.json").read_text()) == manifest
 
 
@@ -94,8 +96,8 @@ def test_same_size_is_exact_scaling_and_splits_partition_the_raw_set(tmp_path, r
     for split in SPLITS:
         ds = read_imageset(out / split)
         idx = parts[split]
-        # uint8 v -> v / 127.5 - 1: 0 -> -1, 255 -> 1
-        np.testing.assert_allclose(ds.images, images[idx] / 127.5 - 1.0, rtol=0, atol=1e-6)
+        # uint8 v -> v / 127.5 - 1 -> rounded back: every value comes back exactly
+        assert ds.images.dtype == np.uint8 and np.array_equal(ds.images, images[idx])
         assert np.array_equal(ds.labels, labels[idx])
 
 
@@ -105,10 +107,10 @@ def test_pad_centres_the_image_on_pad_value(tmp_path, raw, digits):
     preprocess_dataset(raw, tmp_path / "out", params)
     idx = split_indices(len(images), labels, params)["val"]
     x = read_imageset(tmp_path / "out/val").images  # (50, 1, 32, 32)
-    np.testing.assert_allclose(x[:, :, 2:30, 2:30], images[idx] / 127.5 - 1.0, atol=1e-6)
+    assert np.array_equal(x[:, :, 2:30, 2:30], images[idx])
     border = np.ones((32, 32), bool)
     border[2:30, 2:30] = False
-    assert (x[:, :, border] == -1.0).all()
+    assert (x[:, :, border] == 0).all()  # pad_value -1 is 0 in uint8
     with pytest.raises(DataError, match=r"resize=pad: images are 28x28, larger than image_size 16"):
         preprocess_dataset(raw, tmp_path / "out2", PreprocessParams(image_size=16, resize="pad"))
     assert not (tmp_path / "out2").exists()
@@ -141,11 +143,11 @@ def test_downscale_matches_pil_antialiased_bilinear(tmp_path):
         ]
     )
     # PIL rounds to uint8; torch's antialiased bilinear follows the same filter.
-    got = (x + 1.0) * 127.5
+    got = x.astype(np.float64)
     assert np.abs(got - ref).max() <= 1.0
     # Without antialiasing, plain bilinear sampling differs from PIL's filtered result.
     preprocess_dataset(raw, tmp_path / "out_aa", params.model_copy(update={"antialias": False}))
-    aliased = (read_imageset(tmp_path / "out_aa/test").images + 1.0) * 127.5
+    aliased = read_imageset(tmp_path / "out_aa/test").images.astype(np.float64)
     assert np.abs(aliased - ref).max() > 5.0
 
 
@@ -154,7 +156,7 @@ def test_channel_conversion(tmp_path):
     params = PreprocessParams(channels=1, split={"train": 0.5, "val": 0.25, "test": 0.25})
     preprocess_dataset(raw, tmp_path / "grey", params)
     idx = split_indices(len(images), None, params)["train"]
-    grey = (read_imageset(tmp_path / "grey/train").images + 1.0) * 127.5  # (20, 1, 32, 32)
+    grey = read_imageset(tmp_path / "grey/train").images.astype(np.float64)  # (20, 1, 32, 32)
     ref = np.stack(
         [np.asarray(Image.fromarray(images[i].transpose(1, 2, 0)).convert("L")) for i in idx]
     )
@@ -261,7 +263,7 @@ def test_cli_preprocess(tmp_path, raw, monkeypatch):
     assert result.exit_code == 0, result.output
     out = tmp_path / "data/processed/digits"
     assert result.output.strip() == (
-        "preprocess digits: train 400, val 50, test 50 images of 1x16x16 float32 -> "
+        "preprocess digits: train 400, val 50, test 50 images of 1x16x16 uint8 -> "
         "data/processed/digits"
     )
     assert read_imageset(out / "test").images.shape == (50, 1, 16, 16)
@@ -273,3 +275,15 @@ def test_cli_preprocess(tmp_path, raw, monkeypatch):
     assert "[preprocess]: resize: Input should be 'resize' or 'pad' (got 'crop')" in str(
         bad.exception
     )
+
+
+def test_chunks_and_threads_do_not_change_the_bytes(tmp_path, raw):
+    """Chunked, threaded transformation writes exactly the bytes of one chunk on one thread."""
+    one = PreprocessParams(image_size=16, chunk_size=1024, workers=1)
+    many = one.model_copy(update={"chunk_size": 7, "workers": 3})
+    preprocess_dataset(raw, tmp_path / "one/digits", one)
+    preprocess_dataset(raw, tmp_path / "many/digits", many)
+    for split in SPLITS:
+        for name in ("images.npy", "labels.npy"):
+            a = (tmp_path / "one/digits" / split / name).read_bytes()
+            assert a == (tmp_path / "many/digits" / split / name).read_bytes(), (split, name)

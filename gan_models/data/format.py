@@ -4,8 +4,8 @@ A dataset directory holds named uint8 arrays of shape (N, C, H, W) as ``.npy`` f
 int64 ``labels.npy`` of shape (N,), and ``meta.json``::
 
     data/raw/NAME/
-      images.npy      uint8 (N, C, H, W)       kind "images" (raw: uint8 0..255;
-                                               processed: float32 in [-1, 1])
+      images.npy      uint8 (N, C, H, W)       kind "images", 0..255 (processed sets written
+                                               before format 2: float32 in [-1, 1])
       labels.npy      int64 (N,)               optional, class indices 0..K-1
       meta.json       name, source, kind, arrays (shape per array), num_classes, class_names,
                       sha256 of every .npy file, origin (where it came from)
@@ -32,7 +32,8 @@ KINDS: dict[str, tuple[str, ...]] = {
     "paired": ("a", "b"),
     "unpaired": ("a", "b"),
 }
-FORMAT_VERSION = 1
+# 2: processed images are uint8 (scaled to [-1, 1] on the device); 1 stored them as float32.
+FORMAT_VERSION = 2
 
 
 @dataclass
@@ -99,19 +100,26 @@ def write_imageset(
         kind=kind,
         arrays={k: list(v.shape) for k, v in arrays.items()},
     )
+    with atomic_dir(path) as tmp:
+        for key, arr in arrays.items():
+            np.save(tmp / f"{key}.npy", np.ascontiguousarray(arr))
+        meta = finish_imageset(tmp, meta, labels=labels)
+    return meta
+
+
+def finish_imageset(
+    tmp: Path, meta: dict[str, Any], *, labels: np.ndarray | None = None
+) -> dict[str, Any]:
+    """Complete a dataset directory whose image arrays are already written (``meta`` names
+    them under ``arrays``): write the labels, the sha256 of every file and meta.json."""
+    meta = dict(meta)
     if labels is not None:
         labels = labels.astype(np.int64)
         meta.setdefault("num_classes", int(labels.max()) + 1)
-    with atomic_dir(path) as tmp:
-        files = dict(arrays)
-        if labels is not None:
-            files["labels"] = labels
-        sums = {}
-        for key, arr in files.items():
-            np.save(tmp / f"{key}.npy", np.ascontiguousarray(arr))
-            sums[f"{key}.npy"] = sha256_file(tmp / f"{key}.npy")
-        meta["sha256"] = sums
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+        np.save(tmp / "labels.npy", labels)
+    names = [f"{k}.npy" for k in meta["arrays"]] + (["labels.npy"] if labels is not None else [])
+    meta["sha256"] = {n: sha256_file(tmp / n) for n in names}
+    (tmp / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
     return meta
 
 

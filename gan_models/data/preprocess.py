@@ -1,15 +1,20 @@
-"""The preprocessing stage: a raw dataset into float32 [-1, 1] train/val/test splits.
+"""The preprocessing stage: a raw dataset into uint8 train/val/test splits at the model's size.
 
 ``data/raw/NAME/`` (uint8 (N, C, H, W)) becomes ``data/processed/NAME/{train,val,test}/``, each a
-dataset directory in the format of :mod:`gan_models.data.format` holding float32 images in
-[-1, 1] at ``image_size``, plus ``manifest.json`` (counts, shapes, sha256 of every file, the
-params used and the raw dataset's checksums). The output directory is written whole or not at
+dataset directory in the format of :mod:`gan_models.data.format` holding uint8 images at
+``image_size`` (resized and channel-converted in float32 in [-1, 1], then rounded back to
+0..255: a quarter of float32's size; the trainer scales batches to [-1, 1] on the device), plus
+``manifest.json`` (counts, shapes, sha256 of every file, the params used and the raw dataset's
+checksums). Images are read, transformed and written ``chunk_size`` at a time by a few threads,
+in order, so memory stays flat at any size. The output directory is written whole or not at
 all, and the same inputs give byte-identical outputs.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import sys
 from pathlib import Path
 from typing import Any, Literal
 
@@ -19,11 +24,14 @@ import torch.nn.functional as F
 from pydantic import Field, model_validator
 
 from gan_models.config import Section
-from gan_models.data.format import FORMAT_VERSION, read_imageset, write_imageset
+from gan_models.data.format import FORMAT_VERSION, finish_imageset, read_imageset
+from gan_models.data.stream import NpyWriter, reader, take
 from gan_models.errors import DataError
 from gan_models.utils.io import atomic_dir, sha256_file
 
 SPLITS = ("train", "val", "test")
+# How the work is done, not what comes out: left out of the manifest, so they change no bytes.
+RUNTIME_KEYS = {"workers", "progress"}
 # ITU-R BT.601 luma, the weights PIL's convert("L") uses.
 LUMA_WEIGHTS = (0.299, 0.587, 0.114)
 
@@ -64,6 +72,10 @@ class PreprocessParams(Section):
     stratify: bool = Field(True, description="stratify the split by label when labels exist")
     seed: int = Field(0, description="seed of the split shuffle")
     chunk_size: int = Field(1024, ge=1, description="images transformed at once (memory bound)")
+    workers: int = Field(
+        0, ge=0, description="threads transforming chunks; 0 = one per CPU core, at most 8"
+    )
+    progress: bool = Field(True, description="progress bar on stderr (only on a terminal)")
 
 
 def split_indices(
@@ -177,6 +189,59 @@ def transform_images(
     return np.concatenate(out)
 
 
+def quantize(x: torch.Tensor) -> np.ndarray:
+    """float32 in [-1, 1] -> uint8 0..255, rounded to nearest (uint8 v -> v exactly)."""
+    return ((x + 1.0) * 127.5).round_().clamp_(0, 255).to(torch.uint8).numpy()
+
+
+def _out_shape(shape: tuple[int, ...], n: int, p: PreprocessParams) -> tuple[int, int, int, int]:
+    c = shape[1] if p.channels == "keep" else int(p.channels)
+    return (n, c, p.image_size, p.image_size)
+
+
+def write_transformed(
+    src, rows: np.ndarray, path: Path, params: PreprocessParams, desc: str = ""
+) -> tuple[int, ...]:
+    """Rows ``rows`` of ``src`` (an array or a row reader) transformed into a uint8 ``.npy`` at
+    ``path``, ``chunk_size`` images at a time on a few threads, written in order."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tqdm.auto import tqdm
+
+    shape = _out_shape(src.shape, len(rows), params)
+    writer = NpyWriter(path, shape, np.uint8)
+    chunks = [rows[i : i + params.chunk_size] for i in range(0, len(rows), params.chunk_size)]
+    workers = params.workers or min(8, os.cpu_count() or 1)
+
+    def one(idx: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            x = _to_unit_range(take(src, idx), idx)
+            return quantize(_to_size(_convert_channels(x, params.channels), params))
+
+    bar = tqdm(
+        total=len(rows), desc=desc, unit="img", disable=not params.progress or None,
+        mininterval=1.0, file=sys.stderr,
+    )  # fmt: skip
+    try:
+        with ThreadPoolExecutor(workers) as pool:
+            pending = []
+            for idx in chunks:  # a window of 2 chunks per thread bounds memory
+                pending.append(pool.submit(one, idx))
+                if len(pending) >= 2 * workers:
+                    out = pending.pop(0).result()
+                    writer.write(out)
+                    bar.update(len(out))
+            for f in pending:
+                out = f.result()
+                writer.write(out)
+                bar.update(len(out))
+    finally:
+        bar.close()
+        writer._f.close()
+    writer.close()
+    return shape
+
+
 def _per_class(labels: np.ndarray | None) -> dict[str, int] | None:
     if labels is None:
         return None
@@ -194,7 +259,7 @@ def preprocess_dataset(
     """
     raw_dir, out_dir = Path(raw_dir), Path(out_dir)
     name = raw_dir.name
-    raw = read_imageset(raw_dir, verify=True)
+    raw = read_imageset(raw_dir, verify=True, mmap=True)
     if raw.kind == "unpaired":
         return _preprocess_unpaired(raw, raw_dir, out_dir, params)
     if raw.kind != "images":
@@ -202,11 +267,11 @@ def preprocess_dataset(
             f"{raw_dir}: preprocess handles kind 'images' and 'unpaired' datasets; this one is "
             f"{raw.kind!r}"
         )
-    images, labels = raw.images, raw.labels
+    images, labels = reader(raw.images), raw.labels
     num_classes = raw.num_classes
     if labels is not None and num_classes is None:
         num_classes = int(labels.max()) + 1
-    parts = split_indices(len(images), labels, params)
+    parts = split_indices(raw.images.shape[0], labels, params)
     file_names = raw.meta.get("file_names")
     manifest: dict[str, Any] = {
         "format_version": FORMAT_VERSION,
@@ -216,20 +281,22 @@ def preprocess_dataset(
             "name": name,
             "meta_json_sha256": sha256_file(raw_dir / "meta.json"),
             "sha256": raw.meta.get("sha256", {}),
-            "shape": list(images.shape),
-            "dtype": str(images.dtype),
+            "shape": list(raw.images.shape),
+            "dtype": str(raw.images.dtype),
         },
-        "params": params.model_dump(mode="json"),
+        "params": params.model_dump(mode="json", exclude=RUNTIME_KEYS),
         "num_classes": num_classes,
         "class_names": raw.meta.get("class_names"),
-        "value_range": [-1.0, 1.0],
+        "value_range": [0, 255],
         "splits": {},
     }
     with atomic_dir(out_dir) as tmp:
-        # One split at a time keeps memory at one split's worth of float32 images.
         for split in SPLITS:
             idx = parts[split]
-            x = transform_images(images[idx], params, rows=idx)  # (n, C', S, S)
+            (tmp / split).mkdir()
+            shape = write_transformed(
+                images, idx, tmp / split / "images.npy", params, f"{name}/{split}"
+            )  # (n, C', S, S) uint8
             y = None if labels is None else labels[idx]
             meta: dict[str, Any] = {
                 "name": f"{name}/{split}",
@@ -240,15 +307,16 @@ def preprocess_dataset(
                 meta["num_classes"] = num_classes
             if raw.meta.get("class_names") is not None:
                 meta["class_names"] = raw.meta["class_names"]
-            if isinstance(file_names, list) and len(file_names) == len(images):
+            if isinstance(file_names, list) and len(file_names) == raw.images.shape[0]:
                 meta["file_names"] = [file_names[i] for i in idx]
-            write_imageset(tmp / split, {"images": x}, labels=y, meta=meta)
+            meta.update(format_version=FORMAT_VERSION, kind="images", arrays={"images": shape})
+            finish_imageset(tmp / split, meta, labels=y)
             files = sorted(p.name for p in (tmp / split).iterdir())
             manifest["splits"][split] = {
                 "count": len(idx),
                 "per_class": _per_class(y),
-                "shape": list(x.shape),
-                "dtype": str(x.dtype),
+                "shape": list(shape),
+                "dtype": "uint8",
                 "sha256": {f: sha256_file(tmp / split / f) for f in files},
             }
         manifest["image_shape"] = manifest["splits"]["train"]["shape"][1:]
@@ -275,27 +343,35 @@ def _preprocess_unpaired(
             "shape": {k: list(v.shape) for k, v in raw.arrays.items()},
             "dtype": {k: str(v.dtype) for k, v in raw.arrays.items()},
         },
-        "params": params.model_dump(mode="json"),
-        "value_range": [-1.0, 1.0],
+        "params": params.model_dump(mode="json", exclude=RUNTIME_KEYS),
+        "value_range": [0, 255],
         "splits": {},
     }
     with atomic_dir(out_dir) as tmp:
         for split in SPLITS:
-            arrays = {
-                k: transform_images(raw.arrays[k][parts[k][split]], params, rows=parts[k][split])
+            (tmp / split).mkdir()
+            shapes = {
+                k: write_transformed(
+                    reader(raw.arrays[k]),
+                    parts[k][split],
+                    tmp / split / f"{k}.npy",
+                    params,
+                    f"{name}/{split}/{k}",
+                )
                 for k in ("a", "b")
-            }  # (n_k, C', S, S) each
+            }  # (n_k, C', S, S) uint8 each
             meta = {
                 "name": f"{name}/{split}",
                 "source": raw.meta.get("source"),
                 "origin": {"stage": "preprocess", "raw": name, "split": split},
             }
-            write_imageset(tmp / split, arrays, meta=meta, kind="unpaired")
+            meta.update(format_version=FORMAT_VERSION, kind="unpaired", arrays=shapes)
+            finish_imageset(tmp / split, meta)
             files = sorted(p.name for p in (tmp / split).iterdir())
             manifest["splits"][split] = {
-                "count": {k: len(parts[k][split]) for k in arrays},
-                "shape": {k: list(v.shape) for k, v in arrays.items()},
-                "dtype": "float32",
+                "count": {k: len(parts[k][split]) for k in shapes},
+                "shape": {k: list(v) for k, v in shapes.items()},
+                "dtype": "uint8",
                 "sha256": {f: sha256_file(tmp / split / f) for f in files},
             }
         manifest["image_shape"] = manifest["splits"]["train"]["shape"]["b"][1:]

@@ -58,7 +58,7 @@ def preprocess_command(
     manifest = preprocess_dataset(raw_root / name, out_root / name, p)
     counts = ", ".join(f"{s} {v['count']}" for s, v in manifest["splits"].items())
     shape = "x".join(map(str, manifest["image_shape"]))
-    typer.echo(f"preprocess {name}: {counts} images of {shape} float32 -> {out_root / name}")
+    typer.echo(f"preprocess {name}: {counts} images of {shape} uint8 -> {out_root / name}")
 
 
 def register_commands(app: typer.Typer) -> None:

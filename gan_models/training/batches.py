@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from gan_models.data.format import KINDS, ImageSet, read_imageset
+from gan_models.data.stream import RowReader, reader, take
 from gan_models.errors import DataError
 from gan_models.families.base import Batch, DataSpec
 
@@ -71,61 +72,16 @@ def load_training_set(path: str | Path, split: str | None = None) -> ImageSet:
     return read_imageset(root, mmap=True)
 
 
-class RowReader:
-    """Rows of a C-ordered ``.npy`` file read with ``os.preadv``: nothing is mapped, so the
-    process holds only the rows it asked for (the page cache is the kernel's, not ours)."""
-
-    def __init__(self, path: str | Path, offset: int, shape: tuple[int, ...], dtype: np.dtype):
-        self.path = str(path)
-        self.offset = offset
-        self.shape = tuple(shape)
-        self.dtype = np.dtype(dtype)
-        self.row_bytes = int(np.prod(self.shape[1:])) * self.dtype.itemsize
-        self._fd: int | None = None
-        size = os.path.getsize(self.path)
-        if size < offset + self.row_bytes * self.shape[0]:
-            raise DataError(
-                f"{self.path}: truncated ({size} bytes, its header promises "
-                f"{offset + self.row_bytes * self.shape[0]}); re-run the stage that wrote it"
-            )
-
-    def take(self, idx: np.ndarray) -> np.ndarray:
-        """Rows ``idx`` (B,) in that order -> (B, ...) array."""
-        if self._fd is None:
-            self._fd = os.open(self.path, os.O_RDONLY)
-        out = np.empty((len(idx), *self.shape[1:]), dtype=self.dtype)
-        flat = out.reshape(len(idx), -1).view(np.uint8)
-        for i, row in enumerate(idx.tolist()):
-            got = os.preadv(self._fd, [flat[i]], self.offset + row * self.row_bytes)
-            if got != self.row_bytes:
-                raise DataError(
-                    f"{self.path}: short read at image {row} ({got} of {self.row_bytes} bytes); "
-                    "the file is truncated or was replaced while training"
-                )
-        return out
-
-    def close(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
-
-
 def _source(arr: np.ndarray, stream: bool) -> np.ndarray | RowReader:
     """How one array is read: in memory as stored, or row by row from its file."""
     if not isinstance(arr, np.memmap):
         return arr
-    if stream and arr.flags.c_contiguous and arr.filename:
-        return RowReader(arr.filename, arr.offset, arr.shape, arr.dtype)
     if stream:
-        return arr  # a memmap that is not plain C-ordered: let numpy read the rows
+        return reader(arr)  # row by row; a memmap that is not plain C-ordered: numpy reads
     try:
         return np.array(arr)  # cached: one sequential read
     except (OSError, ValueError) as e:
         raise DataError(f"{arr.filename}: cannot read ({e})") from None
-
-
-def _take(src: np.ndarray | RowReader, idx: np.ndarray) -> np.ndarray:
-    return src.take(idx) if isinstance(src, RowReader) else np.ascontiguousarray(src[idx])
 
 
 class _Order:
@@ -286,7 +242,7 @@ class BatchStream:
         else:
             shared = order.indices("all")
             idx = dict.fromkeys(self.keys, shared)
-        host = {k: torch.from_numpy(_take(self.sources[k], idx[k].numpy())) for k in self.keys}
+        host = {k: torch.from_numpy(take(self.sources[k], idx[k].numpy())) for k in self.keys}
         if self.labels is not None and self.kind != "unpaired":
             host["label"] = self.labels[idx[self.keys[0]]]
         if self.pin:
