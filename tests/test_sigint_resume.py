@@ -83,7 +83,10 @@ def reference(params_file):
 def interrupt(params_file: Path, run: Path, delay: float) -> subprocess.CompletedProcess:
     """Start training, send SIGINT ``delay`` s after its first logged step, wait for the end."""
     proc = subprocess.Popen(
-        train_cmd(params_file, run), env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        train_cmd(params_file, run),
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
     )
     deadline = time.monotonic() + 300
@@ -134,7 +137,9 @@ def test_sigint_at_random_points_then_resume_is_bit_exact(params_file, reference
         delay = rng.uniform(0.0, 0.8) * ref_seconds
         for attempt in range(4):  # a machine faster than the reference's may finish first
             run = params_file.parent / f"interrupted-{rep}-{attempt}"
-            print(f"SIGINT repetition {rep}: {delay:.3f} s after the first logged step (seed {SEED})")
+            print(
+                f"SIGINT repetition {rep}: {delay:.3f} s after the first logged step (seed {SEED})"
+            )
             got = interrupt(params_file, run, delay)
             if got.returncode != 0:
                 break
@@ -155,7 +160,10 @@ def test_sigint_at_random_points_then_resume_is_bit_exact(params_file, reference
 
         done = subprocess.run(
             train_cmd(params_file, run, "--resume"),
-            env=ENV, capture_output=True, text=True, timeout=600,
+            env=ENV,
+            capture_output=True,
+            text=True,
+            timeout=600,
         )
         assert done.returncode == 0, done.stderr
         assert f"resumed from step_{step:08d}.pt" in (run / "log.txt").read_text()

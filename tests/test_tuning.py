@@ -2,6 +2,7 @@
 workers on one sqlite storage record each trial once, a killed trial is retried from its
 checkpoint. Real Optuna RDB storage (sqlite) and a real MLflow server; nothing is mocked."""
 
+import contextlib
 import json
 import os
 import signal
@@ -342,6 +343,122 @@ def test_killed_trial_is_retried_from_its_checkpoint(project):
     steps = [json.loads(x)["step"] for x in (trial_dir / "stats.jsonl").read_text().splitlines()]
     assert steps == list(range(2, 401, 2))  # one uninterrupted record
     assert "resumed from step_" in (trial_dir / "log.txt").read_text()
+
+
+KILL_SEED = 7  # change it to try other kill points; the points it gives are printed
+
+
+def test_trial_processes_killed_at_any_point_are_failed_and_retried(project):
+    """Trial processes SIGKILLed at seeded random points, from the instant their process starts
+    (before any heartbeat) to late in training: the controller fails each at once and retries
+    it, and the study finishes with every trial recorded once. The grace period is far longer
+    than the test: nothing waits for a heartbeat to turn stale."""
+    import random
+    from datetime import datetime
+
+    import psutil
+
+    tune = write_tune(
+        project,
+        "kills",
+        trials=4,
+        budget={"train.steps": 24},
+        heartbeat={"interval": 1, "grace_period": 600, "max_retry": 1},
+    )
+    args = ["tune", "params/base.yaml", "--tune-params", str(tune), "--workers", "2"]
+    args += ["--no-track", "--out", "best-kills.yaml", "--set", "train.fid_every=12"]
+    rng = random.Random(KILL_SEED)
+    # The first three first attempts are killed, each at its own kind of point; retries live.
+    plans = [
+        ("at process start", 0.0, None),
+        ("early, in start-up or first steps", rng.uniform(0.0, 4.0), None),
+        ("in training, at a logged step", None, rng.choice(range(2, 21, 2))),
+    ]
+    print(f"kill plans (seed {KILL_SEED}): {plans}")
+    controller = subprocess.Popen(
+        [sys.executable, "-m", "gan_models.cli", *args],
+        cwd=project,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    storage = load_tuning(project / "params" / "base.yaml", tune, root=project).storage_url
+    seen: dict[int, tuple[psutil.Process, float, tuple | None]] = {}  # trial -> proc, t0, plan
+    killed: dict[int, dict] = {}
+    deadline = time.monotonic() + 600
+    try:
+        while controller.poll() is None:
+            assert time.monotonic() < deadline, "the study did not finish"
+            for child in psutil.Process(controller.pid).children():
+                with contextlib.suppress(psutil.Error):
+                    cmd = child.cmdline()
+                    if "--trial" not in cmd:
+                        continue
+                    number = int(cmd[cmd.index("--trial") + 1])
+                    if number in seen:
+                        continue
+                    study = optuna.load_study(study_name="kills", storage=storage)
+                    retry = "failed_trial" in study.trials[number].system_attrs
+                    first = [n for n, (_, _, plan) in seen.items() if plan is not None]
+                    plan = None if retry or len(first) >= len(plans) else plans[len(first)]
+                    seen[number] = (child, time.monotonic(), plan)
+            for number, (child, t0, plan) in seen.items():
+                if plan is None or number in killed:
+                    continue
+                _, delay, step = plan
+                run_dir = project / "runs/tune/kills" / f"trial_{number:04d}"
+                if step is not None:
+                    stats = run_dir / "stats.jsonl"
+                    lines = stats.read_text().splitlines() if stats.exists() else []
+                    if not lines or json.loads(lines[-1])["step"] < step:
+                        continue
+                elif time.monotonic() - t0 < delay:
+                    continue
+                child.kill()
+                child.wait(timeout=30)
+                ckpts = sorted((run_dir / "checkpoints").glob("step_*.pt"))
+                killed[number] = {
+                    "plan": plan,
+                    "at": datetime.now(),
+                    "after_s": round(time.monotonic() - t0, 2),
+                    "checkpoint": int(ckpts[-1].stem[5:]) if ckpts else 0,
+                }
+                print(f"killed trial {number}: {killed[number]}")
+            time.sleep(0.02)
+        out = controller.stdout.read()
+    finally:
+        if controller.poll() is None:
+            controller.kill()
+    assert controller.returncode == 0, out
+    assert len(killed) == 3, (killed, out)
+
+    trials = study_of(project, tune, "kills").get_trials()
+    done = [t for t in trials if t.state == TrialState.COMPLETE]
+    failed = [t for t in trials if t.state == TrialState.FAIL]
+    assert len(done) == 4 and sorted(t.number for t in failed) == sorted(killed), out
+    assert len(trials) == 7  # four trials and one retry of each killed one: nothing else
+    # Every trial recorded once: each first attempt ends in exactly one completed trial.
+    roots = [t.user_attrs.get("retry_of", t.number) for t in done]
+    assert len(set(roots)) == 4
+    for number, k in killed.items():
+        dead = trials[number]
+        assert f"trial {number}: FAIL: its worker ended (exit -9" in out
+        # Failed because its worker died, not because a heartbeat went stale (600 s).
+        assert (dead.datetime_complete - k["at"]).total_seconds() < 30
+        (retry,) = [t for t in trials if t.system_attrs.get("failed_trial") == number]
+        assert retry.state == TrialState.COMPLETE and retry.params == dead.params
+        assert retry.user_attrs["retry_of"] == number
+        # The retry resumed from the killed attempt's last checkpoint (none: from scratch).
+        assert retry.user_attrs["resumed_from"] == k["checkpoint"]
+        assert retry.user_attrs["steps_trained"] == 24 - k["checkpoint"]
+        run_dir = Path(retry.user_attrs["run_dir"])
+        steps = [json.loads(x)["step"] for x in (run_dir / "stats.jsonl").read_text().splitlines()]
+        assert steps == list(range(2, 25, 2))  # one uninterrupted record
+    # The first was killed before its process reached the trial: no heartbeat of its own.
+    first = min(killed)
+    assert "host" not in trials[first].user_attrs
+    assert killed[first]["checkpoint"] == 0
 
 
 def test_two_objectives_give_a_pareto_front_without_pruning(project, monkeypatch):

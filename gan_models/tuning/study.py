@@ -9,9 +9,13 @@ runs :func:`gan_models.tuning.trial.run_trial`: it trains with :func:`gan_models
 run, reports FID every ``train.fid_every`` steps (the pruner may stop it there) and tells the
 storage the outcome. Nothing but the storage connects the controller and its workers.
 
-Failures: a running trial sends heartbeats; one whose process dies (killed, host lost) turns
-stale after ``grace_period`` s, is marked failed and re-enqueued by Optuna's
-RetryHeartbeatStaleTrialCallback; the retry trains in the first attempt's run folder and so
+Failures: a trial has a heartbeat from the moment it is asked. The controller beats for the
+trials its live workers hold until they can beat themselves (a child process that is still
+starting, a flow run still waiting on its pool); the trial's own process beats while it trains.
+A trial whose worker ends without telling the storage (killed at any point, even before its
+first heartbeat) is failed at once by the controller; one whose beats stop otherwise (host lost,
+controller gone) turns stale after ``grace_period`` s. Either way it is re-enqueued as Optuna's
+RetryHeartbeatStaleTrialCallback does; the retry trains in the first attempt's run folder and so
 resumes from its last checkpoint. A trial that raises (diverged, bad params) fails for good.
 Re-running a study (same name) continues it to ``trials`` finished trials.
 """
@@ -19,6 +23,7 @@ Re-running a study (same name) continues it to ``trials`` finished trials.
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 import json
 import time
@@ -160,7 +165,7 @@ def load_tuning(
     data = tune.model_dump() | {k: v for k, v in cli.items() if v is not None}
     tune = validate_model(TuneParams, data, f"{tune_path} [tune] with the command's options")
     base = load_params(base_path, TrainParams, train_sets)
-    check_space(tune, base, str(tune_path))
+    check_space(tune, base, str(tune_path), train_sets)
     root = root or project_root()
     name = tune.study or f"{base.name}-{signature(tune, base)}"
     return Tuning(
@@ -326,6 +331,31 @@ def root_trial_number(frozen) -> int:
     return history[0] if history else frozen.number
 
 
+def fail_and_retry(study, number: int) -> bool:
+    """Fail trial ``number`` if it is still running and enqueue its retry, as Optuna does for a
+    stale heartbeat (same params, retry history, intermediate values; ``max_retry`` bounds it).
+
+    For a trial that no live worker holds: its process ended without telling the storage.
+    Returns whether this call failed it (another process may have finished it first).
+    """
+    optuna = import_optuna()
+    from optuna.trial import TrialState
+
+    trial = find_trial(study, number)
+    if trial.state != TrialState.RUNNING:
+        return False
+    storage = study._storage  # what optuna.storages.fail_stale_trials uses too
+    try:
+        if not storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL):
+            return False
+    except optuna.exceptions.UpdateFinishedTrialError:  # told or failed meanwhile elsewhere
+        return False
+    retry = storage.get_heartbeat_stale_trial_callback()
+    if retry is not None:
+        retry(study, copy.deepcopy(storage.get_trial(trial._trial_id)))
+    return True
+
+
 def find_trial(study, number: int):
     for t in study.get_trials(deepcopy=False):
         if t.number == number:
@@ -421,7 +451,8 @@ def _final_failures(trials) -> list[Any]:
     """Failed trials that no retry took over."""
     from optuna.trial import TrialState
 
-    retried = {t.system_attrs.get("failed_trial") for t in trials}
+    # A retry lists every attempt before it (``failed_trial`` names only the first).
+    retried = {n for t in trials for n in t.system_attrs.get("retry_history", ())}
     return [t for t in trials if t.state == TrialState.FAIL and t.number not in retried]
 
 
@@ -454,6 +485,12 @@ def run_study(
     where = f"pool {t.pool!r}" if t.pool else f"{t.workers} local worker(s)"
     echo(f"study {tuning.study_name!r} at {display_url(tuning.storage_url)}: {where}")
     waiting_said: set[int] = set()
+    beat = study._storage.record_heartbeat
+    for x in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        # Left running by an earlier controller: from now on its heartbeat turns stale unless
+        # a worker of that run still beats for it (a trial once had no heartbeat until its own
+        # process began beating, and one whose process died sooner stayed running for ever).
+        beat(x._trial_id)
     try:
         while True:
             optuna.storages.fail_stale_trials(study)  # dead workers' trials: failed, re-enqueued
@@ -475,13 +512,20 @@ def run_study(
             ran_inline = False
             while workers.free() and (waiting > 0 or finished + running < t.trials):
                 trial = study.ask(fixed_distributions=dists)  # a re-enqueued retry comes first
+                beat(trial._trial_id)  # alive from now: no trial is ever without a heartbeat
                 echo(f"trial {trial.number}: {json.dumps(trial_values(tuning, trial.params))}")
                 try:
                     workers.start(trial.number)
-                except BaseException:
+                except BaseException as e:
                     # Not started (or broken mid-way): no worker will ever tell this trial.
+                    # Stopped by Ctrl-C, it is retried when the study is run again.
+                    from gan_models.training.loop import TrainingInterrupted
+
                     with contextlib.suppress(Exception):
-                        study.tell(trial.number, state=TrialState.FAIL)
+                        if isinstance(e, KeyboardInterrupt | TrainingInterrupted):
+                            fail_and_retry(study, trial.number)
+                        else:
+                            study.tell(trial.number, state=TrialState.FAIL)
                     raise
                 if workers.inline:  # it has finished: count again
                     _echo_trial(tuning, study, trial.number, echo)
@@ -490,7 +534,16 @@ def run_study(
                 running += 1
                 waiting = max(0, waiting - 1)
             for number, how in workers.poll():
-                _echo_trial(tuning, study, number, echo, how)
+                if fail_and_retry(study, number):  # its worker ended without telling the storage
+                    echo(
+                        f"trial {number}: FAIL: its worker ended ({how}) before the trial did; "
+                        "it is retried (from its last checkpoint, if any)"
+                    )
+                else:
+                    _echo_trial(tuning, study, number, echo, how)
+            ids = {x.number: x._trial_id for x in study.get_trials(deepcopy=False)}
+            for number in workers.held():  # alive, and maybe not beating for itself yet
+                beat(ids[number])
             if ran_inline:
                 continue
             if workers.busy() == 0 and running > 0:  # left running by a worker that died

@@ -20,6 +20,7 @@ from gan_models.errors import ConfigError, GanopsError
 from gan_models.tuning.study import (
     Tuning,
     display_url,
+    fail_and_retry,
     find_trial,
     import_optuna,
     make_storage,
@@ -86,6 +87,8 @@ def run_trial(tuning: Tuning, number: int, parent_run_id: str | None = None) -> 
     optuna = import_optuna()
     from optuna.trial import TrialState
 
+    from gan_models.training.loop import TrainingInterrupted
+
     storage = make_storage(tuning)
     # The controller sampled the params: this process needs no sampler of its own.
     study = open_study(tuning, storage, sampler=optuna.samplers.RandomSampler())
@@ -106,6 +109,7 @@ def run_trial(tuning: Tuning, number: int, parent_run_id: str | None = None) -> 
     cb = PruningCallback(trial, tuning.tune.prunes)
     began = time.perf_counter()
     state, values, error = TrialState.COMPLETE, None, None
+    interrupted: BaseException | None = None
     with heartbeat(storage, frozen._trial_id, tuning.tune.heartbeat.interval):
         try:
             result = _train(tuning, params, run_dir, cb, number, root, parent_run_id)
@@ -118,6 +122,8 @@ def run_trial(tuning: Tuning, number: int, parent_run_id: str | None = None) -> 
             state = TrialState.PRUNED
             trial.set_user_attr("pruned_at", cb.step)
             error = str(e)
+        except (TrainingInterrupted, KeyboardInterrupt) as e:  # Ctrl-C: not the trial's fault
+            interrupted = e
         except GanopsError as e:
             state, error = TrialState.FAIL, str(e)
             trial.set_user_attr("error", error[:2000])
@@ -128,7 +134,12 @@ def run_trial(tuning: Tuning, number: int, parent_run_id: str | None = None) -> 
             trial.set_user_attr("seconds", round(time.perf_counter() - began, 3))
             if cb.fid is not None:
                 trial.set_user_attr("fid", cb.fid)
-        study.tell(number, values, state=state)
+        if interrupted is None:
+            study.tell(number, values, state=state)
+    if interrupted is not None:
+        # Failed and re-enqueued now: its retry resumes from the checkpoint just written.
+        fail_and_retry(study, number)
+        raise interrupted
     _mark_mlflow(run_dir, state.name, cb.fid, error, tuning)
     return state.name
 

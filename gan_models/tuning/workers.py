@@ -1,13 +1,16 @@
 """Where a study's trials train: this process, local child processes, or a Prefect work pool.
 
 Each worker kind offers ``free()`` (may another trial start now), ``start(number)``, ``poll()``
-(trials whose worker ended, with how), ``busy()`` and ``stop()``; the controller in
-:func:`gan_models.tuning.study.run_study` drives them the same way.
+(trials whose worker ended, with how), ``held()`` (trials whose worker is known to be alive
+though it may not beat for itself yet: the controller beats for them), ``busy()`` and
+``stop()``; the controller in :func:`gan_models.tuning.study.run_study` drives them the same way.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -39,6 +42,9 @@ class InlineWorkers:
 
     def poll(self) -> list[tuple[int, str]]:
         return []
+
+    def held(self) -> list[int]:
+        return []  # the trial in this process beats for itself
 
     def stop(self) -> None:
         pass
@@ -101,8 +107,16 @@ class ProcessWorkers:
         log = self.tuning.study_dir / "logs" / f"trial_{number:04d}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
         with open(log, "ab") as out:
+            # A session of its own: a Ctrl-C at the terminal reaches the controller only, whose
+            # stop() then interrupts each child exactly once (a second SIGINT skips the trainer's
+            # checkpoint of its last completed step).
             proc = subprocess.Popen(
-                args, cwd=self.tuning.root, env=env, stdout=out, stderr=subprocess.STDOUT
+                args,
+                cwd=self.tuning.root,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         self.children[number] = _Child(proc, fd, log)
 
@@ -118,14 +132,22 @@ class ProcessWorkers:
             ended.append((number, "ok" if code == 0 else f"exit {code}: {_tail(child.log)}"))
         return ended
 
-    def stop(self) -> None:
+    def held(self) -> list[int]:
+        """The trials of the children still running (from their first instant on)."""
+        return [n for n, child in self.children.items() if child.proc.poll() is None]
+
+    def stop(self, grace_s: float = 30.0) -> None:
+        """Interrupt the children (a trainer checkpoints its last completed step), then kill."""
         for child in self.children.values():
-            child.proc.terminate()
+            with contextlib.suppress(ProcessLookupError):
+                child.proc.send_signal(signal.SIGINT)
+        deadline = time.monotonic() + grace_s
         for child in self.children.values():
             try:
-                child.proc.wait(timeout=30)
+                child.proc.wait(timeout=max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 child.proc.kill()
+                child.proc.wait()
             if child.gpu_fd is not None:
                 os.close(child.gpu_fd)
         self.children.clear()
@@ -158,6 +180,7 @@ class PrefectWorkers:
             )
         self.tuning, self.parent, self.workers, self.pool = tuning, parent_run_id, workers, pool
         self.runs: dict[int, Any] = {}
+        self.not_started: set[int] = set()  # flow runs still waiting for a worker of the pool
 
     def free(self) -> bool:
         return len(self.runs) < self.workers
@@ -207,11 +230,20 @@ class PrefectWorkers:
         with get_client(sync_client=True) as client:
             for number, run_id in list(self.runs.items()):
                 state = client.read_flow_run(run_id).state
-                if state is None or not state.is_final():
+                if state is None or state.is_scheduled() or state.is_pending() or state.is_paused():
+                    self.not_started.add(number)  # its process does not beat yet
                     continue
+                self.not_started.discard(number)
+                if not state.is_final():
+                    continue  # running: its own process beats from now on
                 del self.runs[number]
                 ended.append((number, "ok" if state.is_completed() else state.name))
         return ended
 
+    def held(self) -> list[int]:
+        """Flow runs not started yet (scheduled, pending, paused): the pool still holds them."""
+        return sorted(self.not_started & self.runs.keys())
+
     def stop(self) -> None:
         self.runs.clear()  # the flow runs go on; a re-run of the study picks up their results
+        self.not_started.clear()
