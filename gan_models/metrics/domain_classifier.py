@@ -26,6 +26,8 @@ from gan_models.data.format import ImageSet
 from gan_models.errors import DataError
 from gan_models.metrics.extractor import FeatureExtractor
 from gan_models.metrics.images import ArrayLike, array_sha256, as_images
+from gan_models.utils.determinism import lineage as determinism_lineage
+from gan_models.utils.determinism import pinned_threads
 from gan_models.utils.io import atomic_dir, sha256_file
 
 NAME = "domain-cnn"
@@ -250,22 +252,25 @@ def train_domain_classifier(
             f"train and test images differ in shape: {train.images.shape[1:]} vs {test.images.shape[1:]}"
         )
     num_classes = max(int(train.num_classes or 0), int(y_train.max()) + 1, int(y_test.max()) + 1)
-    t0 = time.perf_counter()
-    model = fit_classifier(
-        train.images,
-        y_train,
-        num_classes=num_classes,
-        epochs=epochs,
-        batch_size=batch_size,
-        lr=lr,
-        seed=seed,
-        device=device,
-        width=width,
-        hidden=hidden,
-        max_steps=max_steps,
-    )
-    seconds = time.perf_counter() - t0
-    acc = classifier_accuracy(model, test.images, y_test)
+    # The same weights on any core count: CPU kernels split their sums by the thread count.
+    with pinned_threads(torch.device(device).type == "cpu"):
+        t0 = time.perf_counter()
+        model = fit_classifier(
+            train.images,
+            y_train,
+            num_classes=num_classes,
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            seed=seed,
+            device=device,
+            width=width,
+            hidden=hidden,
+            max_steps=max_steps,
+        )
+        seconds = time.perf_counter() - t0
+        acc = classifier_accuracy(model, test.images, y_test)
+        determinism = determinism_lineage()
     card = {
         "name": NAME,
         "arch": model.arch.to_dict(),
@@ -292,6 +297,7 @@ def train_domain_classifier(
             "optimizer": "AdamW(weight_decay=1e-4) + OneCycleLR",
             "augmentation": "random translation up to 2 px, replicate padding",
             "torch": torch.__version__,
+            "determinism": determinism,
         },
         "resize": RESIZE_MODE,
     }
