@@ -49,6 +49,8 @@ from gan_models.training.checkpoint import (
 )
 from gan_models.training.ema import EMA
 from gan_models.training.profile import resolve_profile
+from gan_models.utils.determinism import lineage as determinism_lineage
+from gan_models.utils.determinism import pinned_threads
 from gan_models.utils.images import interleave_pairs, save_grid_png
 from gan_models.utils.io import atomic_path, write_json_atomic, write_text_atomic
 
@@ -181,7 +183,8 @@ def deterministic_mode(enabled: bool, device: torch.device) -> Iterator[None]:
     torch.use_deterministic_algorithms(enabled)
     torch.backends.cudnn.benchmark = not enabled and device.type == "cuda"
     try:
-        yield
+        with pinned_threads(enabled and device.type == "cpu"):  # CPU sums split by threads
+            yield
     finally:
         torch.use_deterministic_algorithms(prev[0])
         torch.backends.cudnn.benchmark = prev[1]
@@ -636,6 +639,7 @@ def _train(
         "final_losses": last_losses,
         "resumed_from": result.resumed_from,
         "params_digest": params.digest(),
+        "determinism": determinism_lineage(),
     }
     write_curves(run_dir)
     write_json_atomic(run_dir / "run.json", summary)
