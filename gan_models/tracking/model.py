@@ -15,6 +15,7 @@ Latents are what a serving client can always produce; ``sample_latents(n, Z, see
 from __future__ import annotations
 
 import importlib.metadata
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -81,6 +82,22 @@ def newest_grid(run_dir: Path) -> Path | None:
     return grids[-1] if grids else None
 
 
+def _explorer_bundle(gen: RunGenerator, folder: Path) -> Path | None:
+    """The generator's in-browser explorer (``ganops explore``), stored with every model.
+
+    A generator that cannot be exported, or a host without onnxruntime-web, still registers;
+    the reason is printed, never skipped silently.
+    """
+    from gan_models.explore import write_bundle
+
+    try:
+        write_bundle(gen, folder)
+    except GanopsError as e:
+        print(f"warning: the model is logged without its explorer: {e}", file=sys.stderr)
+        return None
+    return folder
+
+
 def log_generator_model(
     run_dir: str | Path,
     *,
@@ -113,6 +130,9 @@ def log_generator_model(
         if card is not None:
             (Path(tmp) / "card.md").write_text(card)
             artifacts["card"] = str(Path(tmp) / "card.md")
+        explorer = _explorer_bundle(gen, Path(tmp) / "explorer")
+        if explorer is not None:
+            artifacts["explorer"] = str(explorer)
         return mlflow.pyfunc.log_model(
             name=name,
             python_model=str(GENERATOR_CODE),
