@@ -3,15 +3,22 @@
 A params file may name another with ``extends: other.yaml`` (resolved relative to the file); its
 sections are merged under this file's. ``--set section.key=value`` overrides go on top, with the
 value parsed as YAML (``1e-4``, ``true``, ``[0.5, 0.999]``). Every error names the file and the
-dotted key.
+dotted key. No override is ever dropped: one whose section or key the loaded model does not have
+is an error naming it, raised before anything is merged (:func:`check_override_keys`).
+
+The ``model`` and ``loss`` sections are shared by the families; each family declares the keys it
+reads (``Family.reads``), and a key the chosen family does not read is refused when it is set to
+anything but its default, so every entry point (CLI, DVC, flows, tuning) gets the same check.
 """
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -156,13 +163,19 @@ class TrainParams(Section):
     )
 
     @model_validator(mode="after")
-    def _family_known(self) -> TrainParams:
+    def _family_reads_its_keys(self) -> TrainParams:
         from gan_models.families import FAMILIES
 
-        if self.model.family not in FAMILIES:
+        family = FAMILIES.get(self.model.family)
+        if family is None:
             raise ValueError(
                 f"model.family: unknown family {self.model.family!r}; "
                 f"expected one of {sorted(FAMILIES)}"
+            )
+        for key, value, default in family.ignored_keys(self):
+            raise ValueError(
+                f"{key}: the {family.name} family does not read this key, so {value!r} would be "
+                f"ignored; remove it (default {default!r}) or choose a family that reads it"
             )
         return self
 
@@ -225,6 +238,56 @@ def parse_overrides(overrides: list[str] | tuple[str, ...] | None) -> list[tuple
     return parsed
 
 
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The params model an annotation holds (``Section`` or ``Section | None``), else None."""
+    for t in (annotation, *get_args(annotation)):
+        if isinstance(t, type) and issubclass(t, BaseModel):
+            return t
+    return None
+
+
+def _is_mapping(annotation: Any) -> bool:
+    """Whether a field holds free keys (``dict[str, ...]``, e.g. tune.space)."""
+    return any(t is dict or get_origin(t) is dict for t in (annotation, *get_args(annotation)))
+
+
+def check_override_keys(
+    overrides: list[str] | tuple[str, ...] | None,
+    model: type[BaseModel] | Mapping[str, type[BaseModel]],
+) -> None:
+    """Every ``--set`` key must name a section and key of ``model`` (a params model, or the
+    sections a command reads, ``{"evaluate": EvaluateParams, ...}``); the first that does not
+    raises ConfigError naming it, with the keys expected there."""
+    for item in overrides or ():
+        key = item.partition("=")[0].strip()
+        parts = key.split(".")
+        fields: dict[str, Any] = (
+            dict(model)
+            if isinstance(model, Mapping)
+            else {k: f.annotation for k, f in model.model_fields.items()}
+        )
+        for i, part in enumerate(parts):
+            if part not in fields:
+                what = "section" if i == 0 else f"key in {'.'.join(parts[:i])}"
+                close = difflib.get_close_matches(part, list(fields), 1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise ConfigError(
+                    f"--set {item}: unknown {what}: {part!r}{hint}; expected one of "
+                    f"{sorted(fields)}"
+                )
+            sub = _model_in(fields[part])
+            if sub is not None:
+                fields = {k: f.annotation for k, f in sub.model_fields.items()}
+            elif _is_mapping(fields[part]):
+                break  # free keys below (checked where they are used)
+            elif i < len(parts) - 1:
+                raise ConfigError(
+                    f"--set {item}: {'.'.join(parts[: i + 1])} is a value, not a section"
+                )
+            else:
+                break
+
+
 def apply_overrides(data: dict[str, Any], overrides: list[str] | tuple[str, ...] | None) -> dict:
     data = json.loads(json.dumps(data))  # deep copy of plain data
     for keys, value in parse_overrides(overrides):
@@ -244,6 +307,8 @@ def _format_validation_error(source: str, err: ValidationError) -> str:
         loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
         if e["type"] == "extra_forbidden":
             lines.append(f"{loc}: unknown key")
+        elif e["type"] == "value_error" and not e["loc"]:  # a model validator names its keys
+            lines.append(e["msg"].removeprefix("Value error, "))
         else:
             value = e.get("input")
             shown = "" if isinstance(value, dict) else f" (got {value!r})"
@@ -264,6 +329,7 @@ def load_params(
 ) -> M:
     """Load a whole params file (with ``extends`` and ``--set`` overrides) into ``model``."""
     path = Path(path)
+    check_override_keys(overrides, model)
     return _params_from_data(path, apply_overrides(_read_yaml(path), overrides), model)
 
 
@@ -295,9 +361,12 @@ def load_section(
     """Load one section of a params file (e.g. ``evaluate`` of params/evaluate.yaml).
 
     Overrides are given with the section prefix, as DVC and the CLI write them
-    (``evaluate.n_samples=1000``); overrides for other sections are ignored.
+    (``evaluate.n_samples=1000``); an override of another section, or of a key the section does
+    not have, is a ConfigError naming it (a command that reads several sections checks them all
+    with :func:`check_override_keys` and passes each its own).
     """
     path = Path(path)
+    check_override_keys(overrides, {section: model})
     data = apply_overrides(_read_yaml(path), overrides)
     if section not in data:
         raise ConfigError(f"{path}: missing section {section!r}")

@@ -57,7 +57,8 @@ def tiny_params_yaml(path, data_path, family: str = "dcgan", **train) -> str:
     t.update(train)
     lines = [
         f"data:\n  path: {data_path}\n  image_size: 8",
-        f"model:\n  family: {family}\n  width: 8\n  latent_dim: 8\n  embed_dim: 4",
+        f"model:\n  family: {family}\n  width: 8\n  latent_dim: 8"
+        + ("\n  embed_dim: 4" if family == "cgan" else ""),
         "train:\n"
         + "".join(f"  {k}: {str(v).lower() if isinstance(v, bool) else v}\n" for k, v in t.items()),
     ]

@@ -13,9 +13,14 @@ PARAMS_DEFAULT = Path("params/data.yaml")
 
 
 def _section_overrides(section: str, overrides: list[str] | None) -> list[str]:
-    """``--set min_count=5`` and ``--set validate.min_count=5`` both address ``section``."""
-    prefix = f"{section}."
-    return [o if o.startswith(prefix) else prefix + o for o in overrides or []]
+    """``--set min_count=5`` and ``--set validate.min_count=5`` both address ``section``; a
+    dotted key of another section (``--set preprocess.x=1`` on validate) stays as it is, so
+    that loading refuses it as a section this command does not read."""
+    out = []
+    for o in overrides or []:
+        key = o.partition("=")[0].strip()
+        out.append(o if "." in key or key == section else f"{section}.{o}")
+    return out
 
 
 def validate_command(

@@ -14,13 +14,18 @@ family of the zoo:
 - image-to-image generators (CycleGAN, SRGAN): ``sample_inputs`` draws the real inputs that
   sample grids and evaluation feed to ``generate`` in place of latents;
 - StyleGAN: G holds mapping + synthesis; lazy regularisers are phases with ``every=16``.
+
+The ``model`` and ``loss`` params sections are shared by the zoo, and no family reads all of
+their keys. Each family lists the keys its code reads (``reads``); any other key set away from
+its default is refused when the params load (:meth:`Family.ignored_keys`), so a user is never
+given a run that silently ignored an option. ``data`` and ``train`` belong to the trainer.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
@@ -30,6 +35,7 @@ if TYPE_CHECKING:
     from gan_models.data.format import ImageSet
 
 Nets = dict[str, nn.Module]
+SHARED_SECTIONS = ("model", "loss")  # params sections whose keys each family reads or not
 Batch = dict[str, Tensor]
 Losses = dict[str, Tensor]
 
@@ -117,6 +123,24 @@ class Family:
     # seeded real inputs from a dataset here; ``generate`` then takes them (N, C, h, w) in place
     # of latents, and sample grids show each input next to its output. None: latents only.
     sample_inputs: SampleInputsFn | None = None
+    # The keys of the shared ``model`` and ``loss`` sections this family's code reads
+    # ("model.width", "loss.n_critic"; model.family is implied). Empty: it reads none.
+    reads: frozenset[str] = frozenset()
+
+    def ignored_keys(self, params: TrainParams) -> list[tuple[str, Any, Any]]:
+        """(key, value, default) of each shared key set away from its default that this family
+        does not read: a value that would silently change nothing."""
+        out = []
+        for section in SHARED_SECTIONS:
+            values = getattr(params, section)
+            for name, spec in type(values).model_fields.items():
+                key = f"{section}.{name}"
+                if key == "model.family" or key in self.reads:
+                    continue
+                value, default = getattr(values, name), spec.get_default(call_default_factory=True)
+                if value != default:
+                    out.append((key, value, default))
+        return out
 
     @property
     def takes_inputs(self) -> bool:

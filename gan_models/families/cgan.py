@@ -13,8 +13,13 @@ from torch import Tensor, nn
 
 from gan_models.errors import ConfigError
 from gan_models.families.base import DataSpec, Family, Nets, Phase
-from gan_models.families.common import generate, require_power_of_two, single_pair_phases
-from gan_models.families.dcgan import DCGANDiscriminator, DCGANGenerator
+from gan_models.families.common import (
+    PAIR_LOSS_KEYS,
+    generate,
+    require_power_of_two,
+    single_pair_phases,
+)
+from gan_models.families.dcgan import NET_KEYS, DCGANDiscriminator, DCGANGenerator
 from gan_models.layers import maybe_sn
 
 if TYPE_CHECKING:
@@ -92,4 +97,5 @@ FAMILY = Family(
     conditional=True,
     default_loss="hinge",
     check=check,
+    reads=NET_KEYS | PAIR_LOSS_KEYS | {"model.embed_dim"},
 )

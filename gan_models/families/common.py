@@ -19,6 +19,9 @@ if TYPE_CHECKING:
     from gan_models.config import TrainParams
     from gan_models.families.base import Family
 
+# The shared loss keys single_pair_phases reads: the objective, critic steps and lazy R1.
+PAIR_LOSS_KEYS = frozenset({"loss.type", "loss.n_critic", "loss.r1_gamma", "loss.r1_every"})
+
 # A penalty takes (D, real, fake, labels) and returns an unweighted scalar.
 Penalty = Callable[[nn.Module, Tensor, Tensor, Tensor | None], Tensor]
 

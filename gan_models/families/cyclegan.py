@@ -373,4 +373,16 @@ FAMILY = Family(
     allowed_losses=("lsgan", "nonsaturating", "hinge"),
     check=check,
     sample_inputs=sample_inputs,
+    # No latents (its input is an image), instance norm in fixed places, one D step per step,
+    # no R1.
+    reads=frozenset(
+        {
+            "model.width",
+            "model.res_blocks",
+            "loss.type",
+            "loss.cycle_weight",
+            "loss.identity_weight",
+            "loss.pool_size",
+        }
+    ),
 )

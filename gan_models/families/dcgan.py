@@ -12,7 +12,12 @@ from typing import TYPE_CHECKING
 from torch import Tensor, nn
 
 from gan_models.families.base import DataSpec, Family, Nets, Phase
-from gan_models.families.common import generate, require_power_of_two, single_pair_phases
+from gan_models.families.common import (
+    PAIR_LOSS_KEYS,
+    generate,
+    require_power_of_two,
+    single_pair_phases,
+)
 from gan_models.layers import maybe_sn, norm2d
 
 if TYPE_CHECKING:
@@ -72,6 +77,10 @@ class DCGANDiscriminator(nn.Module):
         return self.head(self.body(x)).flatten()  # (B,)
 
 
+# The shared model keys build_pair reads (DCGAN, WGAN, WGAN-GP networks).
+NET_KEYS = frozenset({"model.latent_dim", "model.width", "model.spectral_norm", "model.d_norm"})
+
+
 def build_pair(params: TrainParams, spec: DataSpec, default_norm: str) -> Nets:
     m = params.model
     return {
@@ -98,4 +107,5 @@ FAMILY = Family(
     phases=phases,
     generate=generate,
     check=require_power_of_two,
+    reads=NET_KEYS | PAIR_LOSS_KEYS,
 )

@@ -297,4 +297,20 @@ FAMILY = Family(
     allowed_losses=("nonsaturating", "lsgan", "hinge"),
     check=check,
     sample_inputs=sample_inputs,
+    # No latents (its input is the low-res image), no R1.
+    reads=frozenset(
+        {
+            "model.width",
+            "model.res_blocks",
+            "model.scale",
+            "model.d_norm",
+            "model.spectral_norm",
+            "loss.type",
+            "loss.n_critic",
+            "loss.content",
+            "loss.content_weight",
+            "loss.content_network",
+            "loss.adv_weight",
+        }
+    ),
 )

@@ -455,4 +455,16 @@ FAMILY = Family(
     default_loss="nonsaturating",
     allowed_losses=("nonsaturating", "hinge"),
     check=require_power_of_two,
+    # One D step per G step, its own fixed D (no spectral norm, no normalisation layers).
+    reads=frozenset(
+        {
+            "model.latent_dim",
+            "model.width",
+            "model.mapping_layers",
+            "loss.type",
+            "loss.r1_gamma",
+            "loss.r1_every",
+            "loss.style_mixing",
+        }
+    ),
 )

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from torch import Tensor, nn
 
 from gan_models.families.base import DataSpec, Family, Nets, Phase
-from gan_models.families.common import generate, single_pair_phases
+from gan_models.families.common import PAIR_LOSS_KEYS, generate, single_pair_phases
 from gan_models.layers import maybe_sn
 
 if TYPE_CHECKING:
@@ -71,4 +71,7 @@ FAMILY = Family(
     build=build,
     phases=phases,
     generate=generate,
+    # MLP D: no normalisation layers to choose (model.d_norm)
+    reads=PAIR_LOSS_KEYS
+    | {"model.latent_dim", "model.width", "model.depth", "model.spectral_norm"},
 )

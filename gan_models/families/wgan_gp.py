@@ -11,8 +11,13 @@ from typing import TYPE_CHECKING
 from torch import Tensor, nn
 
 from gan_models.families.base import DataSpec, Family, Nets, Phase
-from gan_models.families.common import generate, require_power_of_two, single_pair_phases
-from gan_models.families.dcgan import build_pair
+from gan_models.families.common import (
+    PAIR_LOSS_KEYS,
+    generate,
+    require_power_of_two,
+    single_pair_phases,
+)
+from gan_models.families.dcgan import NET_KEYS, build_pair
 from gan_models.losses import gradient_penalty
 
 if TYPE_CHECKING:
@@ -44,4 +49,5 @@ FAMILY = Family(
     default_n_critic=5,
     allowed_losses=("wasserstein",),
     check=require_power_of_two,
+    reads=NET_KEYS | PAIR_LOSS_KEYS | {"loss.gp_weight"},
 )

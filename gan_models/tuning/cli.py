@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, get_args
 
 import typer
 
@@ -34,6 +34,16 @@ def register_commands(app: typer.Typer, bench_app: typer.Typer) -> None:
     ) -> None:
         """Studies pruned against the same study unpruned: compute spent and best FID."""
         from gan_models.tuning.bench import bench_tune
+        from gan_models.tuning.config import PrunerConfig
+
+        check_tune_overrides(set_)
+        for opt, value in (("--trials", trials), ("--steps", steps), ("--fid-every", fid_every)):
+            if value < 1:
+                raise ConfigError(f"{opt}: expected a positive number, got {value}")
+        kinds = [k for k in get_args(PrunerConfig.model_fields["type"].annotation) if k != "none"]
+        for kind in pruner or ():
+            if kind not in kinds:
+                raise ConfigError(f"--pruner: expected one of {kinds}, got {kind!r}")
 
         r = bench_tune(
             params,
@@ -116,6 +126,7 @@ def register_commands(app: typer.Typer, bench_app: typer.Typer) -> None:
         from gan_models.tuning.study import load_tuning, run_study
         from gan_models.tuning.trial import run_trial
 
+        check_tune_overrides(set_)
         tuning = load_tuning(
             params,
             tune_params,
@@ -153,6 +164,16 @@ def register_commands(app: typer.Typer, bench_app: typer.Typer) -> None:
         for row in report.pareto:
             typer.echo(f"pareto: trial {row['number']} {json.dumps(row['values'])}")
         typer.echo(f"wrote {out}")
+
+
+def check_tune_overrides(overrides: list[str] | None) -> None:
+    """A study's ``--set`` keys name ``tune`` or a training params section (ConfigError if not);
+    what lies below them is checked when the study's inputs load."""
+    from gan_models.config import TrainParams, check_override_keys
+    from gan_models.tuning.config import TuneParams
+
+    sections = {k: f.annotation for k, f in TrainParams.model_fields.items()}
+    check_override_keys(overrides, {"tune": TuneParams, **sections})
 
 
 def _dashboard(storage_url: str, port: int) -> None:

@@ -3,7 +3,10 @@
 Search-space keys are dotted training-params keys (``train.lr``, ``loss.type``); an element of a
 list-valued key is addressed by its index (``train.betas.0``). Every key and every end of every
 range is checked against the training params before a study starts, so a typo or an invalid
-value fails with its key named instead of failing trials one by one.
+value fails with its key named instead of failing trials one by one. A searched key that the
+family does not read is refused (it would change nothing), and so is a training override
+(``--set train.steps=...``) of a key that the budget or the search space sets in every trial,
+which would otherwise be silently replaced.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import json
 import os
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from gan_models.config import Section, TrainParams, validate_model
 from gan_models.errors import ConfigError
@@ -183,7 +186,17 @@ class TuneParams(Section):
     max_failures: int = Field(
         3, ge=1, description="stop the study after this many trials failed for good"
     )
-    space: dict[str, Param] = Field(..., min_length=1)
+    space: dict[str, Param] = Field(
+        ..., min_length=1, description="searched keys; an entry set to null is not searched"
+    )
+
+    @field_validator("space", mode="before")
+    @classmethod
+    def _drop_unsearched(cls, value: Any) -> Any:
+        # ``--set tune.space.model.latent_dim=null`` takes a key out of the search
+        if isinstance(value, dict):
+            return {k: v for k, v in value.items() if v is not None}
+        return value
 
     @model_validator(mode="after")
     def _objectives_unique(self) -> TuneParams:
@@ -247,10 +260,57 @@ def apply_values(
     return validate_model(TrainParams, data, f"{source} (trial params)")
 
 
-def check_space(tune: TuneParams, base: TrainParams, source: str) -> None:
-    """Every searched key exists in the training params and every edge value is valid there."""
+def check_training_overrides(tune: TuneParams, overrides: list[str] | None) -> None:
+    """Refuse a training override (``train.steps=120``) of a key that ``tune.budget`` or
+    ``tune.space`` sets in every trial: the study would silently replace it. The message names
+    what to set instead."""
+    for item in overrides or ():
+        key, _, raw = item.partition("=")
+        key = key.strip()
+        if key.startswith("tune."):
+            continue
+        for owned in tune.budget:
+            if _overlaps(key, owned):
+                raise ConfigError(
+                    f"--set {item}: in a study, {owned} is set by tune.budget.{owned} for every "
+                    f"trial; set that instead (--set tune.budget.{owned}={raw.strip() or '...'})"
+                )
+        for owned in tune.space:
+            if _overlaps(key, owned):
+                raise ConfigError(
+                    f"--set {item}: {owned} is searched (tune.space.{owned}), so each trial sets "
+                    f"its own value; to fix it, take it out of the search "
+                    f"(--set tune.space.{owned}=null) and set it again"
+                )
+
+
+def _overlaps(a: str, b: str) -> bool:
+    """Whether two dotted keys address the same value or one holds the other."""
+    return a == b or a.startswith(b + ".") or b.startswith(a + ".")
+
+
+def check_space(
+    tune: TuneParams, base: TrainParams, source: str, overrides: list[str] | None = None
+) -> None:
+    """Every searched key exists in the training params, the family reads it, and every edge
+    value is valid there; no training override (``overrides``) is replaced by the study."""
+    from gan_models.families import FAMILIES
+    from gan_models.families.base import SHARED_SECTIONS
+
+    check_training_overrides(tune, overrides)
     budget = dict(tune.budget)
     params = apply_values(base, budget, f"{source}: tune.budget")
+    family = FAMILIES[params.model.family]
+    searched_family = "model.family" in tune.space  # then each proposal is checked below
+    for key in () if searched_family else tune.space:
+        parts = key.split(".")
+        top = ".".join(parts[:2])
+        if parts[0] in SHARED_SECTIONS and top not in family.reads:
+            raise ConfigError(
+                f"{source}: tune.space.{key}: the {family.name} family does not read {top}, so "
+                f"searching it would change nothing; take it out of the search "
+                f"(--set tune.space.{key}=null)"
+            )
     for key, param in tune.space.items():
         for value in param.values_to_check():
             try:
