@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from gan_models.errors import GanopsError
+from gan_models.errors import ConfigError, GanopsError
 
 app = typer.Typer(
     name="ganops",
@@ -44,6 +44,10 @@ def _mount_subapps() -> None:
 
     register_commands(app)
     register_services(app)
+
+    from gan_models.explore.cli import explore_cmd
+
+    app.command("explore")(explore_cmd)
 
     from gan_models.tuning.cli import register_commands as register_tuning
 
@@ -258,10 +262,18 @@ def evaluate_cmd(
     set_: SetOpt = None,
 ) -> None:
     """Score a run: FID (with CI and the real-vs-real floor), KID, IS, PR, DC, CAS, memorization."""
+    from gan_models.config import check_override_keys
     from gan_models.evaluation import evaluate_run
-    from gan_models.metrics.config import load_evaluate_params, load_features_params
+    from gan_models.metrics.config import (
+        EvaluateParams,
+        FeaturesParams,
+        load_evaluate_params,
+        load_features_params,
+    )
     from gan_models.metrics.evaluate import format_metrics_table
 
+    # Both sections are checked before either loads: a mistyped section is an error, not skipped.
+    check_override_keys(set_, {"evaluate": EvaluateParams, "features": FeaturesParams})
     overrides = list(set_ or [])
     if n_samples is not None:
         overrides.append(f"evaluate.n_samples={n_samples}")
@@ -269,10 +281,12 @@ def evaluate_cmd(
         overrides.append(f"features.extractor={extractor}")
     if inception_weights is not None:
         overrides.append(f"features.inception.weights={inception_weights}")
-    feats = load_features_params(
-        features_params, [o for o in overrides if o.startswith("features.")]
-    )
-    ev = load_evaluate_params(params, [o for o in overrides if o.startswith("evaluate.")])
+
+    def of(section: str) -> list[str]:
+        return [o for o in overrides if o.partition("=")[0].split(".")[0] == section]
+
+    feats = load_features_params(features_params, of("features"))
+    ev = load_evaluate_params(params, of("evaluate"))
     result = evaluate_run(run_dir, features=feats, evaluate=ev, features_dir=features_dir)
     if (run_dir / "mlflow_run.json").is_file():  # a tracked run: attach the evaluation to it
         from gan_models.tracking import log_evaluation
@@ -298,6 +312,11 @@ def bench_eval_cmd(
     """Evaluation throughput (generate + extract + metrics) against the forward work alone."""
     from gan_models.bench import bench_eval
 
+    if n_samples < 2:
+        raise ConfigError(f"--n-samples: expected at least 2 samples, got {n_samples}")
+    if not Path(run_dir).is_dir():
+        raise ConfigError(f"--run-dir: {run_dir} is not a folder (expected a trained run folder)")
+
     result = bench_eval(run_dir, features_dir, n_samples)
     typer.echo(
         f"evaluation {result['images_per_s']:.1f} img/s over {n_samples} samples "
@@ -314,9 +333,50 @@ def bench_pipeline_cmd(
     tiny: Annotated[bool, typer.Option(help="8x8 digits, a few steps")] = False,
 ) -> None:
     """Orchestration overhead: the pipeline flow's wall time against its stages' own time."""
+    if not tiny:  # a bad preset is refused here, before a scratch checkout and a Prefect server
+        from gan_models.config import load_params
+
+        load_params(preset)
     from flows.bench import main as bench_main
 
     bench_main(["--tiny"] if tiny else ["--preset", preset])
+
+
+def _check_bench_train(
+    family: str,
+    image_size: int,
+    batch_size: int,
+    channels: int,
+    steps: int,
+    rounds: int,
+    width: int,
+    device: str,
+    amp: str,
+) -> None:
+    """Refuse what ``bench_train`` cannot run, naming the option, before anything is built."""
+    choices = {
+        "--family": (family, ("vanilla", "dcgan")),  # the bare reference loop is written for these
+        "--device": (device, ("auto", "cpu", "cuda", "mps")),
+        "--amp": (amp, ("none", "bf16", "fp16")),
+    }
+    for opt, (value, allowed) in choices.items():
+        if value not in allowed:
+            why = " (the bare reference loop is written for them)" if opt == "--family" else ""
+            raise ConfigError(f"{opt}: expected one of {list(allowed)}{why}, got {value!r}")
+    counts = {
+        "--batch-size": batch_size,
+        "--channels": channels,
+        "--steps": steps,
+        "--rounds": rounds,
+        "--width": width,
+    }
+    for opt, value in counts.items():
+        if value < 1:
+            raise ConfigError(f"{opt}: expected a positive number, got {value}")
+    smallest = 8 if family == "dcgan" else 4
+    if image_size < smallest or (family == "dcgan" and image_size & (image_size - 1)):
+        shape = "a power of two >= 8" if family == "dcgan" else "at least 4"
+        raise ConfigError(f"--image-size: {family} needs {shape}, got {image_size}")
 
 
 @bench_app.command("train")
@@ -333,6 +393,8 @@ def bench_train_cmd(
 ) -> None:
     """Trainer throughput against a bare PyTorch loop of the same model, same process."""
     from gan_models.bench import bench_train
+
+    _check_bench_train(family, image_size, batch_size, channels, steps, rounds, width, device, amp)
 
     result = bench_train(
         family=family,
@@ -356,23 +418,31 @@ _mount_subapps()
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Console entry point: user errors print one clear line and exit non-zero, no traceback."""
-    import click
+    """Console entry point: user errors print one clear line and exit non-zero, no traceback.
 
+    Usage errors (no such command or option, a missing argument, a bad value) print the short
+    usage and exit 2; ``ganops`` or a command group alone prints its help (exit 2, as Click does).
+    Typer raises its own exception classes (vendored Click), all ``typer.TyperException``.
+    """
     try:
-        app(args=argv, standalone_mode=False, prog_name="ganops")
+        rv = app(args=argv, standalone_mode=False, prog_name="ganops")
     except GanopsError as e:
         typer.echo(f"error: {e}", err=True)
         return e.exit_code
-    except click.exceptions.Exit as e:
+    except typer.Exit as e:
         return e.exit_code
-    except click.Abort:
+    except typer.Abort:
         typer.echo("aborted", err=True)
         return 130
-    except click.ClickException as e:
-        e.show()
+    except typer.TyperException as e:  # UsageError, BadParameter, NoArgsIsHelpError, ...
+        show = getattr(e, "show", None)
+        if show is not None:
+            show()
+        else:
+            typer.echo(f"error: {e.format_message()}", err=True)
         return e.exit_code
-    return 0
+    # Without standalone mode Typer returns the exit code of ``typer.Exit`` (e.g. --help: 0).
+    return rv if isinstance(rv, int) else 0
 
 
 if __name__ == "__main__":

@@ -1,22 +1,37 @@
-"""Tracking, model registry and promotion: MLflow runs, the generator pyfunc, the gate."""
+"""Tracking, model registry and promotion: MLflow runs, the generator pyfunc, the gate.
 
-from gan_models.tracking.mlflow_tracking import (
-    RunRef,
-    attach_run,
-    log_evaluation,
-    read_run_ref,
-    resolve_tracking_uri,
-    tracked_train,
-)
-from gan_models.tracking.model import load_registered_generator, log_generator_model
-from gan_models.tracking.registry import (
-    PromotionDecision,
-    RegisterParams,
-    gate,
-    promote,
-    register_run,
-)
-from gan_models.tracking.server import start_mlflow_server, stop_process
+The names below load on first use (PEP 562), so that importing a submodule such as the CLI's
+``gan_models.tracking.cli`` does not import MLflow and torch: every ``ganops`` command, a usage
+error included, would otherwise pay for them.
+"""
+
+from importlib import import_module
+from typing import Any
+
+_WHERE = {
+    "RunRef": "mlflow_tracking",
+    "attach_run": "mlflow_tracking",
+    "log_evaluation": "mlflow_tracking",
+    "read_run_ref": "mlflow_tracking",
+    "resolve_tracking_uri": "mlflow_tracking",
+    "tracked_train": "mlflow_tracking",
+    "load_registered_generator": "model",
+    "log_generator_model": "model",
+    "PromotionDecision": "registry",
+    "RegisterParams": "registry",
+    "gate": "registry",
+    "promote": "registry",
+    "register_run": "registry",
+    "start_mlflow_server": "server",
+    "stop_process": "server",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(import_module(f"{__name__}.{_WHERE[name]}"), name)
+
 
 __all__ = [
     "PromotionDecision",
