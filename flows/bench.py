@@ -31,6 +31,7 @@ SOURCE = Path(__file__).resolve().parents[1]
 # What a scratch checkout needs: the code DVC hashes and runs, the params and both pipelines.
 COPIED = ("gan_models", "flows", "params", "dvc.yaml", "prefect.yaml", "pyproject.toml",
           ".dvcignore", ".gitignore")  # fmt: skip
+DVC_COPIED = (".dvc/config", ".dvc/plots")
 # The pipeline on 8x8 digits in seconds per stage, for smoke tests (`--tiny`; source digits).
 TINY = [
     "preprocess.image_size=8",
@@ -74,6 +75,13 @@ def scratch_project(dest: str | Path, source: str | Path = SOURCE) -> Path:
 
     run(*GIT, "init", "-q", "-b", "main")
     run(f"{env_bin}/dvc", "init", "-q")
+    # The DVC config's tracked part and the plots page template it names (built by npm ci).
+    for name in DVC_COPIED:
+        src = source / name
+        if src.is_dir():
+            shutil.copytree(src, dest / name, ignore=ignore, dirs_exist_ok=True)
+        elif src.is_file():
+            shutil.copy(src, dest / name)
     with open(dest / ".gitignore", "a") as f:
         f.write("/.ganops/\n")
     run(*GIT, "add", "-A")
