@@ -5,7 +5,9 @@
 - a Prefect server (API and UI, default port 4200; its database in ``.ganops/prefect/``),
 - the MLflow tracking server (default port 5000; ``mlflow.db`` and ``mlartifacts/`` in the
   project root, as the embedded default uses them),
-- the ``gpu`` process work pool, the deployments of prefect.yaml (``prefect deploy --all``),
+- a process work pool (``--pool``, default ``gpu``) and the deployments of prefect.yaml on it
+  (``prefect deploy --all`` of a copy of prefect.yaml whose deployments name that pool, since
+  Prefect ignores ``--pool`` when it deploys several at once),
 - a local worker on that pool (``--limit``: one flow run per GPU, one on a CPU host),
 
 waits until each answers and records what it started in ``.ganops/services.json`` (PID, its
@@ -244,22 +246,78 @@ def ensure_work_pool(api_url: str, pool: str) -> bool:
             return False
 
 
-def deploy(root: Path, api_url: str, timeout: float = 300) -> str:
-    """``prefect deploy --all`` in the project (the deployments of prefect.yaml)."""
-    if not (root / "prefect.yaml").is_file():
-        raise ConfigError(f"{root / 'prefect.yaml'}: not found; nothing to deploy")
+@dataclass(frozen=True)
+class Deployment:
+    """A deployment of prefect.yaml, as ``up`` reports it."""
+
+    name: str
+    schedules: tuple[str, ...] = ()  # cron expressions (or other schedule kinds, as given)
+
+    def __str__(self) -> str:
+        return self.name + (f" ({', '.join(self.schedules)})" if self.schedules else "")
+
+
+def read_deployments(root: Path) -> tuple[dict[str, Any], list[Deployment]]:
+    """prefect.yaml of the project, and its deployments (ConfigError naming what is wrong)."""
+    import yaml
+
+    path = root / "prefect.yaml"
+    if not path.is_file():
+        raise ConfigError(f"{path}: not found; nothing to deploy")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({e})") from None
+    entries = data.get("deployments") if isinstance(data, dict) else None
+    if not isinstance(entries, list) or not entries:
+        raise ConfigError(f"{path}: deployments: expected a list of deployments")
+    out = []
+    for i, d in enumerate(entries):
+        if not isinstance(d, dict) or not isinstance(d.get("name"), str):
+            raise ConfigError(f"{path}: deployments[{i}]: expected a mapping with a name")
+        kinds = [
+            str(s.get("cron") or s.get("interval") or s.get("rrule") or "schedule")
+            for s in d.get("schedules") or []
+            if isinstance(s, dict)
+        ]
+        out.append(Deployment(d["name"], tuple(f"schedule {k}" for k in kinds)))
+    return data, out
+
+
+def deploy(root: Path, api_url: str, pool: str = POOL, timeout: float = 300) -> list[Deployment]:
+    """Every deployment of prefect.yaml onto the work pool ``pool``: ``prefect deploy --all`` of a
+    copy of the file in which each deployment names ``pool`` (prefect.yaml itself is not
+    changed). Returns the deployments."""
+    import yaml
+
+    data, deployments = read_deployments(root)
+    for d in data["deployments"]:
+        work_pool = d.get("work_pool") if isinstance(d.get("work_pool"), dict) else {}
+        d["work_pool"] = {**work_pool, "name": pool}
+    state = root / STATE_DIR
+    state.mkdir(parents=True, exist_ok=True)
+    copy = state / f"prefect-deploy-{os.getpid()}.yaml"
+    tmp = copy.with_suffix(".tmp")
+    tmp.write_text(yaml.safe_dump(data, sort_keys=False))
+    tmp.replace(copy)
     env = {**base_env(root), "PREFECT_API_URL": api_url}
-    out = subprocess.run(
-        [sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--all"],
-        cwd=root,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    cmd = [sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--all"]
+    try:
+        out = subprocess.run(
+            [*cmd, "--prefect-file", str(copy)],
+            cwd=root,  # entrypoints are relative to the project
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+    finally:
+        copy.unlink(missing_ok=True)
     if out.returncode:
-        raise GanopsError(f"prefect deploy --all failed:\n{(out.stdout + out.stderr)[-3000:]}")
-    return out.stdout
+        raise GanopsError(
+            f"prefect deploy --all (pool {pool!r}) failed:\n{(out.stdout + out.stderr)[-3000:]}"
+        )
+    return deployments
 
 
 def _worker_online(api_url: str, pool: str, name: str) -> bool:
@@ -311,6 +369,8 @@ class UpResult:
     started: list[str]
     env: dict[str, str]
     deployed: bool
+    deployments: list[Deployment]  # those of prefect.yaml, on ``pool`` (empty if not deployed)
+    pool: str
 
 
 def exports(services: dict[str, Service]) -> dict[str, str]:
@@ -342,6 +402,8 @@ def up(
     ``limit`` is the worker's number of concurrent flow runs (default: the host's GPUs, or 1).
     Without ``prefect``, the work pool, deployments and worker use ``$PREFECT_API_URL``.
     """
+    if not pool.strip():
+        raise ConfigError("--pool: expected the name of a work pool, got an empty string")
     root = project_root(root)
     services = {k: v for k, v in load_state(root).items() if v.process() is not None}
     started: list[str] = []
@@ -365,13 +427,13 @@ def up(
             add(start_mlflow(root, host, mlflow_port, timeout))
     env = exports(services)
     api_url = env.get("PREFECT_API_URL") or os.environ.get("PREFECT_API_URL")
-    deployed = False
+    deployments: list[Deployment] = []
     if (prefect or worker) and api_url:
+        read_deployments(root)  # a broken prefect.yaml is refused before the pool is created
         if ensure_work_pool(api_url, pool):
             echo(f"work pool {pool!r}: created (type process)")
-        echo("deploying prefect.yaml ...")
-        deploy(root, api_url)
-        deployed = True
+        echo(f"deploying prefect.yaml on pool {pool!r} ...")
+        deployments = deploy(root, api_url, pool)
     if worker:
         if api_url is None:
             raise GanopsError(
@@ -387,7 +449,7 @@ def up(
             mlflow_uri = env.get("MLFLOW_TRACKING_URI") or os.environ.get("MLFLOW_TRACKING_URI")
             add(start_worker(root, api_url, pool, n, timeout, mlflow_uri))
     save_state(root, services)
-    return UpResult(services, started, env, deployed)
+    return UpResult(services, started, env, bool(deployments), deployments, pool)
 
 
 def down(root: str | Path | None = None, echo: Callable[[str], None] = print) -> list[str]:

@@ -25,7 +25,9 @@ def register_commands(app: typer.Typer) -> None:
         no_worker: Annotated[bool, typer.Option("--no-worker", help="no local worker")] = False,
         prefect_port: Annotated[int, typer.Option(help="Prefect API/UI port")] = 4200,
         mlflow_port: Annotated[int, typer.Option(help="MLflow server port")] = 5000,
-        pool: Annotated[str, typer.Option(help="work pool of the deployments")] = "gpu",
+        pool: Annotated[
+            str, typer.Option(help="work pool of every deployment of prefect.yaml and the worker")
+        ] = "gpu",
         limit: Annotated[
             int | None,
             typer.Option(help="concurrent flow runs of the worker (default: GPUs, or 1)"),
@@ -53,11 +55,9 @@ def register_commands(app: typer.Typer) -> None:
             typer.echo(f"Prefect UI:  {s['prefect'].url}")
         if "mlflow" in s:
             typer.echo(f"MLflow UI:   {s['mlflow'].url}")
-        if result.deployed:
-            typer.echo(
-                f"deployments of prefect.yaml on pool {pool!r}: pipeline, retrain (weekly), "
-                "train-trial, evaluate, promote"
-            )
+        if result.deployments:
+            names = ", ".join(str(d) for d in result.deployments)
+            typer.echo(f"deployments of prefect.yaml on pool {result.pool!r}: {names}")
         if result.env:
             typer.echo("export these to use them from this shell:")
             for k, v in result.env.items():
