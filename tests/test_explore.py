@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -20,8 +21,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from headless import browser, offline_page
+from browser import chromium as launch_chromium
+from browser import offline
+from mlflow_server import shared_mlflow_server
 from PIL import Image
+from test_registry import evaluated_copy, metrics_json
 
 from gan_models.config import TrainParams
 from gan_models.data.format import write_imageset
@@ -30,6 +34,8 @@ from gan_models.explore import TOLERANCE, make_server, write_bundle
 from gan_models.families import FAMILIES
 from gan_models.families.base import Family
 from gan_models.sampling import RunGenerator
+from gan_models.tracking.mlflow_tracking import using_tracking_uri
+from gan_models.tracking.registry import register_run
 from gan_models.training import train
 from gan_models.training.loop import generate_from_latents, sample_latents
 from gan_models.utils.images import to_uint8
@@ -106,7 +112,9 @@ def runs(tmp_path_factory) -> dict[str, Path]:
 @pytest.fixture(scope="module")
 def bundles(runs, tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("bundles")
-    return {f: _bundle(runs[f], root / f) for f in ("dcgan", "cgan", "stylegan", "cyclegan", "srgan")}
+    return {
+        f: _bundle(runs[f], root / f) for f in ("dcgan", "cgan", "stylegan", "cyclegan", "srgan")
+    }
 
 
 def _bundle(run: Path, out: Path) -> Path:
@@ -116,7 +124,7 @@ def _bundle(run: Path, out: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def chromium():
-    with browser() as b:
+    with launch_chromium() as b:
         yield b
 
 
@@ -138,7 +146,15 @@ def serve():
 
 
 def open_page(chromium, url: str, **kw):
-    page = offline_page(chromium, **kw)
+    """A page at ``url`` that may reach only this machine, once the explorer has drawn.
+
+    ``page.blocked``: requests refused; ``page.errors``: uncaught errors and console errors."""
+    context = chromium.new_context(**kw)
+    page = context.new_page()
+    page.blocked = offline(context)
+    page.errors = []
+    page.on("pageerror", lambda e: page.errors.append(str(e)))
+    page.on("console", lambda m: page.errors.append(m.text) if m.type == "error" else None)
     page.goto(url)
     page.wait_for_function("['1', 'error'].includes(document.body.dataset.ready)", timeout=120_000)
     assert page.evaluate("document.body.dataset.ready") == "1", page.text_content("#status")
@@ -306,15 +322,19 @@ def test_grid_equals_ganops_sample_and_breeding_url_and_download(
     assert max_grey_diff(np.array(ends[1], np.uint8).reshape(size, size, 4), children[1]) <= 1
 
     # a direction slider moves the picked image
-    before = page.evaluate("Array.from(document.querySelector('#focus-tile canvas')"
-                           ".getContext('2d').getImageData(0, 0, 32, 32).data)")
+    before = page.evaluate(
+        "Array.from(document.querySelector('#focus-tile canvas')"
+        ".getContext('2d').getImageData(0, 0, 32, 32).data)"
+    )
     page.evaluate(
         "(() => { const s = document.querySelector('#sliders input'); s.value = '3';"
         " s.dispatchEvent(new Event('change')); })()"
     )
     settle(page)
-    after = page.evaluate("Array.from(document.querySelector('#focus-tile canvas')"
-                          ".getContext('2d').getImageData(0, 0, 32, 32).data)")
+    after = page.evaluate(
+        "Array.from(document.querySelector('#focus-tile canvas')"
+        ".getContext('2d').getImageData(0, 0, 32, 32).data)"
+    )
     assert np.abs(np.array(before) - np.array(after)).mean() > 0.5
     assert "dirs=3" in page.url
 
@@ -362,7 +382,9 @@ def test_image_to_image_page_translates_an_uploaded_image(
     page = open_page(chromium, serve(bundles[family]))
     assert page.locator("#examples img").count() == 8
     page.set_input_files("#upload", str(png))
-    page.wait_for_function("document.body.dataset.ready === '1' && window.explorer.timings.translate")
+    page.wait_for_function(
+        "document.body.dataset.ready === '1' && window.explorer.timings.translate"
+    )
     settle(page)
     x = torch.from_numpy(to_uint8(x).astype(np.float32) / 127.5 - 1)
     want = generate_from_latents(gen.family, gen.nets, x)
@@ -406,7 +428,9 @@ def test_explore_command_serves_the_bundle(runs):
                 assert time.time() < deadline
                 time.sleep(0.5)
         assert info["family"] == "dcgan" and info["kind"] == "latent"
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/ort/ort-wasm-simd-threaded.wasm") as r:
+        with urllib.request.urlopen(
+            f"http://127.0.0.1:{port}/ort/ort-wasm-simd-threaded.wasm"
+        ) as r:
             assert r.headers["Content-Type"] == "application/wasm"
         # a second explorer on the same port is refused in one line
         busy = subprocess.run(
@@ -461,3 +485,44 @@ def test_image_bundle_describes_its_inputs(bundles):
     for name in info["examples"]:
         png = Image.open(io.BytesIO((bundles["srgan"] / name).read_bytes()))
         assert png.size == (info["input_size"], info["input_size"]) and png.mode == "L"
+
+
+# ------------------------------------------------------------------------------ the registry
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory, pytestconfig):
+    return shared_mlflow_server(tmp_path_factory, pytestconfig)
+
+
+def test_every_registered_model_carries_its_explorer(
+    mlflow_server, runs, chromium, serve, tmp_path
+):
+    import mlflow
+
+    run = evaluated_copy(runs["cgan"], tmp_path / "run", metrics_json(50.0, 48.0, 52.0))
+    mv = register_run(run, model_name="explore-bars", tracking_uri=mlflow_server)
+    with using_tracking_uri(mlflow_server):
+        local = mlflow.artifacts.download_artifacts(
+            f"models:/explore-bars/{mv.version}", dst_path=str(tmp_path / "model")
+        )
+    (bundle,) = {p.parent for p in Path(local).rglob("explorer.json")}
+    assert bundle.name == "explorer"
+    for f in ("index.html", "explorer.js", "generator.onnx", "ort/ort-wasm-simd-threaded.wasm"):
+        assert (bundle / f).is_file(), f
+    # the downloaded bundle works as it is: the page shows the registered generator's images
+    page = open_page(chromium, serve(bundle) + "#seed=5&cls=1")
+    gen = RunGenerator.from_run_dir(runs["cgan"])
+    assert (
+        max_grey_diff(tile_pixels(page, 0), as_grey(gen.generate(1, 5, torch.tensor([1]))[0])) <= 1
+    )
+    # and `ganops explore models:/...` exports the same generator again
+    out = tmp_path / "again"
+    r = subprocess.run(
+        [GANOPS, "explore", f"models:/explore-bars/{mv.version}", "--export", str(out)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "MLFLOW_TRACKING_URI": mlflow_server},
+    )
+    assert r.returncode == 0, r.stderr
+    assert (out / "generator.onnx").read_bytes() == (bundle / "generator.onnx").read_bytes()

@@ -103,9 +103,9 @@ def write_bundle(gen: RunGenerator, out: str | Path) -> dict[str, Any]:
     Returns the bundle's ``explorer.json`` content.
     """
     out = Path(out)
-    if out.exists() and not (out / "explorer.json").is_file():
-        if not out.is_dir() or any(out.iterdir()):
-            raise GanopsError(f"{out}: exists and is not an explorer bundle; choose another folder")
+    is_bundle = (out / "explorer.json").is_file()
+    if out.exists() and not is_bundle and (not out.is_dir() or any(out.iterdir())):
+        raise GanopsError(f"{out}: exists and is not an explorer bundle; choose another folder")
     dist = ort_dist()
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
@@ -123,7 +123,9 @@ def write_bundle(gen: RunGenerator, out: str | Path) -> dict[str, Any]:
             "image_size": spec.image_size,
             "conditional": gen.family.conditional,
             "class_names": _class_names(gen),
-            "models": {m.file: {"inputs": m.inputs, "max_abs_diff": m.max_abs_diff} for m in models},
+            "models": {
+                m.file: {"inputs": m.inputs, "max_abs_diff": m.max_abs_diff} for m in models
+            },
         }
         if kind == "image":
             info["input_size"] = spec.input_size or spec.image_size

@@ -23,9 +23,13 @@ def load_generator(source: str):
         return load_registered_generator(source, device="cpu")
     run = Path(source)
     if not run.is_dir():
-        raise GanopsError(f"{source}: no such run folder (expected a run folder or models:/NAME@ALIAS)")
+        raise GanopsError(
+            f"{source}: no such run folder (expected a run folder or models:/NAME@ALIAS)"
+        )
     if not (run / "generator.safetensors").is_file() and not any(run.glob("checkpoints/*")):
-        raise GanopsError(f"{source}: this run folder holds no generator yet (no generator.safetensors, no checkpoint)")
+        raise GanopsError(
+            f"{source}: this run folder holds no generator yet (no generator.safetensors, no checkpoint)"
+        )
     return RunGenerator.from_run_dir(run, device="cpu")
 
 
@@ -35,7 +39,9 @@ def explore_cmd(
     host: Annotated[str, typer.Option(help="address to bind")] = "127.0.0.1",
     export: Annotated[
         Path | None,
-        typer.Option("--export", help="write the bundle to DIR for any static host instead of serving"),
+        typer.Option(
+            "--export", help="write the bundle to DIR for any static host instead of serving"
+        ),
     ] = None,
 ) -> None:
     """Explore a generator in the browser: breed, interpolate and steer it, or translate images."""

@@ -32,7 +32,9 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
         pass  # one line per request would drown the command's own output
 
 
-def make_server(host: str = "127.0.0.1", port: int = 8765, folder: str | Path = ".") -> BundleServer:
+def make_server(
+    host: str = "127.0.0.1", port: int = 8765, folder: str | Path = "."
+) -> BundleServer:
     """A server bound to ``host:port`` over ``folder``; a port in use is a one-line GanopsError."""
     try:
         server = BundleServer((host, port), _Handler)
