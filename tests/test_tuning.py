@@ -461,6 +461,64 @@ def test_trial_processes_killed_at_any_point_are_failed_and_retried(project):
     assert killed[first]["checkpoint"] == 0
 
 
+def test_ctrl_c_checkpoints_running_trials_and_a_rerun_resumes_them(project):
+    """SIGINT to the controller: it interrupts each child once, each trainer checkpoints its last
+    completed step, the trials are failed and re-enqueued, and a re-run resumes them there."""
+    tune = write_tune(project, "ctrl-c", trials=2, budget={"train.steps": 60})
+    args = ["tune", "params/base.yaml", "--tune-params", str(tune), "--workers", "2"]
+    args += ["--no-track", "--out", "best-ctrl-c.yaml"]
+    args += ["--set", "train.checkpoint_every=25", "--set", "train.fid_every=30"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    controller = subprocess.Popen(
+        [sys.executable, "-m", "gan_models.cli", *args],
+        cwd=project,
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    dirs = [project / "runs/tune/ctrl-c" / f"trial_{n:04d}" for n in (0, 1)]
+
+    def last_step(run_dir: Path) -> int:
+        stats = run_dir / "stats.jsonl"
+        lines = stats.read_text().splitlines() if stats.exists() else []
+        return json.loads(lines[-1])["step"] if lines else 0
+
+    deadline = time.monotonic() + 300
+    while not all(last_step(d) >= 6 for d in dirs):
+        assert controller.poll() is None and time.monotonic() < deadline, "trials did not start"
+        time.sleep(0.05)
+    controller.send_signal(signal.SIGINT)  # as Ctrl-C: the children are in sessions of their own
+    out = controller.communicate(timeout=120)[0]
+    assert controller.returncode != 0, out
+
+    study = study_of(project, tune, "ctrl-c")
+    first = [t for t in study.get_trials() if t.number in (0, 1)]
+    assert all(t.state == TrialState.FAIL for t in first), out
+    waiting = [t for t in study.get_trials() if t.state == TrialState.WAITING]
+    assert sorted(t.system_attrs["failed_trial"] for t in waiting) == [0, 1]
+    stopped = {}
+    for d in dirs:
+        # The trainer stopped after a completed step and checkpointed that very step.
+        log = (d / "log.txt").read_text()
+        assert "training interrupted after step " in log, log
+        step = int(log.split("training interrupted after step ")[1].split()[0])
+        assert 6 <= last_step(d) <= step < 60  # stats are logged every 2 steps
+        assert (d / "checkpoints" / f"step_{step:08d}.pt").is_file(), log
+        stopped[str(d)] = step
+
+    ganops(project, *args)
+    trials = study_of(project, tune, "ctrl-c").get_trials()
+    done = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert len(done) == 2 and len(trials) == 4
+    for t in done:
+        step = stopped[t.user_attrs["run_dir"]]
+        assert t.user_attrs["resumed_from"] == step
+        run_dir = Path(t.user_attrs["run_dir"])
+        steps = [json.loads(x)["step"] for x in (run_dir / "stats.jsonl").read_text().splitlines()]
+        assert steps == list(range(2, 61, 2))
+
+
 def test_two_objectives_give_a_pareto_front_without_pruning(project, monkeypatch):
     monkeypatch.chdir(project)
     tune = write_tune(
