@@ -276,10 +276,10 @@ def check_override_keys(
                     f"{sorted(fields)}"
                 )
             sub = _model_in(fields[part])
-            if sub is not None:
-                fields = {k: f.annotation for k, f in sub.model_fields.items()}
-            elif _is_mapping(fields[part]):
+            if _is_mapping(fields[part]):
                 break  # free keys below (checked where they are used)
+            elif sub is not None:
+                fields = {k: f.annotation for k, f in sub.model_fields.items()}
             elif i < len(parts) - 1:
                 raise ConfigError(
                     f"--set {item}: {'.'.join(parts[: i + 1])} is a value, not a section"

@@ -292,3 +292,15 @@ def test_a_key_outside_reads_changes_nothing_in_the_family(name):
         assert [sorted(d) for d in got] == [sorted(d) for d in want], key
         for g, w in zip(got, want, strict=True):
             assert all(torch.equal(g[k], w[k]) for k in w), (name, key)
+
+
+def test_with_tuning_off_the_stage_passes_any_family_through(tmp_path, monkeypatch, capsys):
+    """The DVC tune stage (--when-enabled) checks the space only for a study that runs."""
+    monkeypatch.chdir(tmp_path)
+    cyclegan = str(REPO / "params/cyclegan-mnist5k-small.yaml")
+    argv = ["tune", cyclegan, "--tune-params", str(REPO / "params/tune.yaml"), "--when-enabled"]
+    assert main([*argv, "--out", "best.yaml"]) == 0
+    assert load_params(tmp_path / "best.yaml", TrainParams).model.family == "cyclegan"
+    on = [*argv, "--out", "on.yaml", "--set", "tune.enabled=true"]
+    refused(on, capsys, "tune.space.model.latent_dim", "cyclegan family does not read")
+    assert not (tmp_path / "on.yaml").exists() and not (tmp_path / "runs").exists()

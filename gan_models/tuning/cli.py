@@ -123,10 +123,20 @@ def register_commands(app: typer.Typer, bench_app: typer.Typer) -> None:
     ) -> None:
         """Hyperparameter search over GAN training (Optuna), pruned on FID, logged to MLflow."""
         from gan_models.tuning.report import write_untuned
-        from gan_models.tuning.study import load_tuning, run_study
+        from gan_models.tuning.study import _load_tune, load_tuning, run_study
         from gan_models.tuning.trial import run_trial
 
         check_tune_overrides(set_)
+        tune_sets = [o for o in set_ or [] if o.split("=", 1)[0].startswith("tune.")]
+        if when_enabled and not _load_tune(Path(tune_params), tune_sets).enabled:
+            # The space is not checked against a study that does not run: with tuning off, the
+            # pipeline trains any family, whatever params/tune.yaml searches.
+            from gan_models.config import TrainParams, load_params
+
+            train_sets = [o for o in set_ or [] if o not in tune_sets]
+            write_untuned(out, params, load_params(params, TrainParams, train_sets))
+            typer.echo(f"tuning is off (tune.enabled in {tune_params}); wrote {out} = {params}")
+            return
         tuning = load_tuning(
             params,
             tune_params,
@@ -145,10 +155,6 @@ def register_commands(app: typer.Typer, bench_app: typer.Typer) -> None:
         if trial is not None:
             state = run_trial(tuning, trial, parent_run)
             typer.echo(f"trial {trial}: {state}")
-            return
-        if when_enabled and not tuning.tune.enabled:
-            write_untuned(out, params, tuning.base)
-            typer.echo(f"tuning is off (tune.enabled in {tune_params}); wrote {out} = {params}")
             return
         report = run_study(tuning, out=out, echo=typer.echo)
         counts = ", ".join(f"{v} {k.lower()}" for k, v in sorted(report.counts().items()))
