@@ -125,6 +125,30 @@ def test_bench_train_prints_json_last(capsys):
     )
 
 
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["bench", "train", "--family", "cyclegan"], "--family: expected one of ['vanilla'"),
+        (["bench", "train", "--device", "tpu"], "--device: expected one of"),
+        (["bench", "train", "--amp", "fp8"], "--amp: expected one of"),
+        (["bench", "train", "--image-size", "12"], "--image-size: dcgan needs a power of two"),
+        (["bench", "train", "--rounds", "0"], "--rounds: expected a positive number, got 0"),
+        (["bench", "eval", "--run-dir", "/nonexistent/run"], "--run-dir: /nonexistent/run"),
+        (["bench", "eval", "--n-samples", "1"], "--n-samples: expected at least 2"),
+        (["bench", "pipeline", "--preset", "/nonexistent.yaml"], "params file not found"),
+        (["bench", "tune", "--pruner", "sometimes"], "--pruner: expected one of ['median'"),
+        (["bench", "tune", "--steps", "0"], "--steps: expected a positive number"),
+        (["bench", "tune", "/nonexistent.yaml"], "/nonexistent.yaml: params file not found"),
+    ],
+)
+def test_bench_bad_input_is_one_line_and_exit_2(argv, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # nothing is written here either
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and message in err, err
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_style_options_need_a_stylegan_run(trained_run, tmp_path, capsys):
     assert (
         main(["sample", str(trained_run), "--truncation", "0.5", "-o", str(tmp_path / "x.png")])

@@ -44,6 +44,9 @@ def register_commands(app: typer.Typer, bench_app: typer.Typer) -> None:
         for kind in pruner or ():
             if kind not in kinds:
                 raise ConfigError(f"--pruner: expected one of {kinds}, got {kind!r}")
+        from gan_models.config import TrainParams, load_params
+
+        load_params(params, TrainParams, [o for o in set_ or [] if not o.startswith("tune.")])
 
         r = bench_tune(
             params,
