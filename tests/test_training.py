@@ -17,6 +17,7 @@ from gan_models.errors import ConfigError, GanopsError
 from gan_models.families import FAMILIES
 from gan_models.sampling import RunGenerator
 from gan_models.training import StepInfo, TrainingDiverged, train
+from gan_models.training.loop import TrainingInterrupted
 
 # The image families; the translation, super-resolution and style families are in test_zoo.py.
 FAMILY_NAMES = ["cgan", "dcgan", "vanilla", "wgan", "wgan-gp"]
@@ -147,6 +148,33 @@ def test_sigkill_between_checkpoints_then_cli_resume(tiny_data, tmp_path):
     )
     assert done.returncode == 0, done.stderr
     assert_same_state(weights(tmp_path / "ref", 6), weights(tmp_path / "killed", 6))
+
+
+def test_sigint_in_process_checkpoints_the_completed_step(tiny_data, tmp_path):
+    """SIGINT raised while step 3's callbacks run: step 3 completes and is checkpointed (between
+    the periodic ones), train() raises TrainingInterrupted, the caller's SIGINT handler is back,
+    and resuming gives the uninterrupted run's state."""
+    params = tiny_params("wgan", tiny_data, steps=6, checkpoint_every=4, log_every=2)
+    train(params, tmp_path / "ref")
+
+    def interrupt_at_3(info: StepInfo) -> None:
+        if info.step == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    before = signal.getsignal(signal.SIGINT)
+    with pytest.raises(TrainingInterrupted, match="after step 3 of 6") as stopped:
+        train(params, tmp_path / "run", callbacks=[interrupt_at_3])
+    assert stopped.value.step == 3 and stopped.value.exit_code == 130
+    assert signal.getsignal(signal.SIGINT) is before
+    saved = weights(tmp_path / "run", 3)
+    assert saved["step"] == 3 and saved["log_window"]["counts"]  # step 3's losses, not logged yet
+    assert train(params, tmp_path / "run", resume=True).resumed_from == 3
+    assert_same_state(weights(tmp_path / "ref", 6), weights(tmp_path / "run", 6))
+
+    def logged(run):  # timings aside, the records of one uninterrupted run
+        return [{k: v for k, v in r.items() if k not in ("time", "images_per_s")} for r in run]
+
+    assert logged(read_stats(tmp_path / "run")) == logged(read_stats(tmp_path / "ref"))
 
 
 def test_existing_run_needs_resume(tiny_data, tmp_path):

@@ -121,7 +121,8 @@ class _StopRequest:
 
     def __exit__(self, *exc) -> None:
         if self._installed:
-            signal.signal(signal.SIGINT, self._previous or signal.default_int_handler)
+            previous = self._previous  # None: set outside Python; SIG_DFL is falsy but valid
+            signal.signal(signal.SIGINT, signal.default_int_handler if previous is None else previous)
             self._installed = False
 
 
