@@ -314,7 +314,7 @@ def test_cli_validate_ok_and_failure(tmp_path: Path, digits, cli, monkeypatch) -
 
     unknown = runner.invoke(cli, ["validate", "good", "--params", str(params), "--set", "x=1"])
     assert isinstance(unknown.exception, ConfigError)
-    assert "[validate]: x: unknown key" in str(unknown.exception)
+    assert "--set validate.x=1: unknown key in validate: 'x'" in str(unknown.exception)
     missing = runner.invoke(cli, ["validate", "nope", "--params", str(params)])
     assert isinstance(missing.exception, GanopsError) and "no meta.json" in str(missing.exception)
 
