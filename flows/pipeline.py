@@ -57,8 +57,16 @@ REGISTER_STAGE = "register"
 
 
 def tune_runs_here(project: Path) -> bool:
-    """Whether the tune stage trains in its own process (no pool, one worker): it needs a GPU."""
-    return runs_here(project, TuneFlowParams(project_dir=str(project)))
+    """Whether the tune stage trains in its own process (no pool, one worker): it needs a GPU.
+
+    With tuning off it trains nothing, and its search space is not checked against the family
+    (params/tune.yaml searches the latent size, which CycleGAN and SRGAN do not have)."""
+    from gan_models.tuning.study import _load_tune
+
+    params = TuneFlowParams(project_dir=str(project))
+    if not _load_tune(project / params.tune_params, []).enabled:
+        return False
+    return runs_here(project, params)
 
 
 @flow(name="pipeline", log_prints=True)
