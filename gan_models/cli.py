@@ -390,11 +390,16 @@ def bench_train_cmd(
     width: Annotated[int, typer.Option(help="network width")] = 64,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps")] = "auto",
     amp: Annotated[str, typer.Option(help="none, bf16 or fp16")] = "none",
+    profile: Annotated[
+        str, typer.Option(help="trainer profile: exact, or fast (the bare loop stays fp32)")
+    ] = "exact",
 ) -> None:
     """Trainer throughput against a bare PyTorch loop of the same model, same process."""
     from gan_models.bench import bench_train
 
     _check_bench_train(family, image_size, batch_size, channels, steps, rounds, width, device, amp)
+    if profile not in ("exact", "fast"):
+        raise ConfigError(f"--profile: expected exact or fast, got {profile!r}")
 
     result = bench_train(
         family=family,
@@ -406,11 +411,40 @@ def bench_train_cmd(
         width=width,
         device=device,
         amp=amp,
+        profile=profile,
     )
     typer.echo(
-        f"trainer {result['images_per_s']:.1f} img/s, bare loop {result['bare_images_per_s']:.1f} "
+        f"trainer ({profile}) {result['images_per_s']:.1f} img/s, bare fp32 loop "
+        f"{result['bare_images_per_s']:.1f} "
         f"img/s, ratio {result['ratio']:.3f}"
     )
+    typer.echo(json.dumps(result))
+
+
+@bench_app.command("data")
+def bench_data_cmd(
+    sizes: Annotated[list[int] | None, typer.Option("--size", help="images per set")] = None,
+    steps: Annotated[int, typer.Option(help="training steps per set")] = 200,
+    width: Annotated[int, typer.Option(help="DCGAN width")] = 16,
+    processed: Annotated[
+        str | None, typer.Option(help="a processed split for streamed vs in-memory images/s")
+    ] = "data/processed/mnist5k/train",
+    workdir: Annotated[str | None, typer.Option(help="where the generated sets go")] = None,
+) -> None:
+    """Peak RSS training on generated 64x64 sets of each size; streaming vs in-memory speed."""
+    from gan_models.bench import bench_data
+
+    sizes = sizes or [10_000, 200_000]
+    if min(sizes) < 64 or steps < 1:
+        raise ConfigError(
+            f"--size: at least 64 images per set, --steps >= 1 (got {sizes}, {steps})"
+        )
+    if processed and not Path(processed).is_dir():
+        raise ConfigError(f"--processed: {processed} does not exist; run `ganops data preprocess`")
+    result = bench_data(tuple(sizes), steps, width=width, workdir=workdir, processed=processed)
+    typer.echo(f"peak RSS {sizes[-1]} / {sizes[0]} images: ratio {result['rss_ratio']:.3f}")
+    if processed:
+        typer.echo(f"streamed / in-memory images/s: {result['streamed_over_memory']:.3f}")
     typer.echo(json.dumps(result))
 
 
