@@ -25,7 +25,8 @@ sys.path.insert(0, str(ROOT / "tests"))  # the one Chromium launcher the browser
 from browser import chromium, offline  # noqa: E402
 
 from gan_models.config import TrainParams, load_params  # noqa: E402
-from gan_models.explore import bundle_size, make_server, write_bundle  # noqa: E402
+from gan_models.explore.bundle import bundle_size, write_bundle  # noqa: E402
+from gan_models.explore.server import make_server  # noqa: E402
 from gan_models.families import get_family  # noqa: E402
 from gan_models.families.base import DataSpec  # noqa: E402
 from gan_models.sampling import RunGenerator  # noqa: E402

@@ -30,7 +30,9 @@ from test_registry import evaluated_copy, metrics_json
 from gan_models.config import TrainParams
 from gan_models.data.format import write_imageset
 from gan_models.errors import GanopsError
-from gan_models.explore import TOLERANCE, make_server, write_bundle
+from gan_models.explore.bundle import write_bundle
+from gan_models.explore.onnx_export import TOLERANCE
+from gan_models.explore.server import make_server
 from gan_models.families import FAMILIES
 from gan_models.families.base import Family
 from gan_models.sampling import RunGenerator

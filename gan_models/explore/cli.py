@@ -45,7 +45,7 @@ def explore_cmd(
     ] = None,
 ) -> None:
     """Explore a generator in the browser: breed, interpolate and steer it, or translate images."""
-    from gan_models.explore import make_server
+    from gan_models.explore.server import make_server
 
     if not 0 < port < 65536:
         raise GanopsError(f"--port {port}: expected a port number in 1..65535")
@@ -63,7 +63,7 @@ def explore_cmd(
 
 
 def _export_and_serve(gen, folder: Path, server, host: str, port: int) -> None:
-    from gan_models.explore import bundle_size, write_bundle
+    from gan_models.explore.bundle import bundle_size, write_bundle
 
     t0 = time.perf_counter()
     info = write_bundle(gen, folder)

@@ -88,7 +88,7 @@ def _explorer_bundle(gen: RunGenerator, folder: Path) -> Path | None:
     A generator that cannot be exported, or a host without onnxruntime-web, still registers;
     the reason is printed, never skipped silently.
     """
-    from gan_models.explore import write_bundle
+    from gan_models.explore.bundle import write_bundle
 
     try:
         write_bundle(gen, folder)
