@@ -16,7 +16,7 @@ export DO_NOT_TRACK := 1
 export DVC_NO_ANALYTICS := 1
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: setup browser test test-fast test-slow lint format demo dvc-remote up down status bench bench-fast bench-data bench-gpu bench-eval bench-pipeline bench-tune tune dashboard clean
+.PHONY: setup browser test test-fast test-slow lint format demo dvc-remote up down status bench bench-fast bench-data bench-gpu bench-explore bench-eval bench-pipeline bench-tune tune dashboard clean
 
 setup: $(STAMP) $(NPM_STAMP)
 
@@ -97,6 +97,10 @@ bench-data: setup
 BENCH_OUT ?= reports/bench-gpu
 bench-gpu:
 	PYTHONPATH=. $(PYTHON) scripts/bench_gpu.py --out $(BENCH_OUT)
+
+# The explorer in headless Chromium: bundle size, first image, 64-image grid (DCGAN-32, StyleGAN).
+bench-explore: setup browser
+	$(BIN)/python scripts/bench_explore.py
 
 bench-eval: setup
 	$(BIN)/ganops bench eval --run-dir runs/train
