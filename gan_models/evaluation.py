@@ -28,6 +28,8 @@ from gan_models.metrics.reference import reference_stats
 from gan_models.sampling import RunGenerator
 from gan_models.training.batches import to_model_range
 from gan_models.training.loop import StepInfo, generate_from_latents, sample_latents
+from gan_models.utils.determinism import lineage as determinism_lineage
+from gan_models.utils.determinism import pinned_threads
 from gan_models.utils.images import interleave_pairs
 
 FEATURES_ROOT = Path("models/features")
@@ -136,6 +138,27 @@ def evaluate_run(
     device: str = "cpu",
 ) -> dict[str, Any]:
     """Score a run's (EMA) generator against its dataset; write metrics.json and the figures."""
+    # On CPU the same numbers on any core count (kernels and BLAS split their sums by threads).
+    with pinned_threads(torch.device(device).type == "cpu"):
+        return _evaluate_run(
+            run_dir,
+            features=features,
+            evaluate=evaluate,
+            features_dir=features_dir,
+            untrained_baseline=untrained_baseline,
+            device=device,
+        )
+
+
+def _evaluate_run(
+    run_dir: str | Path,
+    *,
+    features: FeaturesParams,
+    evaluate: EvaluateParams,
+    features_dir: str | Path | None,
+    untrained_baseline: bool,
+    device: str,
+) -> dict[str, Any]:
     run_dir = Path(run_dir)
     gen = RunGenerator.from_run_dir(run_dir, device=device)
     params = gen.params
@@ -189,6 +212,7 @@ def evaluate_run(
         **kwargs,
     )
     result.update(extra)
+    result["lineage"]["determinism"] = determinism_lineage()
     result["summary"].update(_family_summary(extra))
     result["run"] = {
         "family": gen.family.name,
