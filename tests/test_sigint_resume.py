@@ -141,10 +141,9 @@ def test_sigint_at_random_points_then_resume_is_bit_exact(params_file, reference
                 f"SIGINT repetition {rep}: {delay:.3f} s after the first logged step (seed {SEED})"
             )
             got = interrupt(params_file, run, delay)
-            if got.returncode != 0:
+            if not (run / "run.json").exists():
                 break
-            assert (run / "run.json").exists()  # finished before the signal: try earlier
-            delay /= 2
+            delay /= 2  # the signal came once training was complete: try earlier
         assert got.returncode == 130, got.stderr
         last_line = got.stderr.strip().splitlines()[-1]
         assert last_line.startswith("error: training interrupted after step "), got.stderr

@@ -93,22 +93,31 @@ class TrainingInterrupted(GanopsError):
 class _StopRequest:
     """SIGINT sets a flag that the loop reads between steps, so a step is never cut in two.
 
-    A second SIGINT interrupts at once (KeyboardInterrupt, no new checkpoint). Outside the main
-    thread Python delivers no signals to the trainer, so nothing is installed there.
+    Before the loop (``armed`` false: loading data, building networks) SIGINT interrupts at
+    once, as Python's own handler does; once training is complete (``finishing``) the run's
+    last files are written first. A second SIGINT interrupts at once (KeyboardInterrupt, no new
+    checkpoint). Outside the main thread Python delivers no signals to the trainer, so nothing
+    is installed there.
     """
 
     def __init__(self) -> None:
         self.requested = False
+        self.armed = False
+        self.finishing = False
         self._previous: Any = None
         self._installed = False
 
     def _handle(self, signum, frame) -> None:
-        if self.requested:
+        if self.requested or not self.armed:
             raise KeyboardInterrupt
         self.requested = True
+        what = (
+            "training is complete; writing its last files"
+            if self.finishing
+            else "stopping after the step in progress and checkpointing it"
+        )
         print(
-            "interrupt: stopping after the step in progress and checkpointing it "
-            "(Ctrl-C again stops at once, without a new checkpoint)",
+            f"interrupt: {what} (Ctrl-C again stops at once, without a new checkpoint)",
             file=sys.stderr,
             flush=True,
         )
@@ -122,7 +131,9 @@ class _StopRequest:
     def __exit__(self, *exc) -> None:
         if self._installed:
             previous = self._previous  # None: set outside Python; SIG_DFL is falsy but valid
-            signal.signal(signal.SIGINT, signal.default_int_handler if previous is None else previous)
+            signal.signal(
+                signal.SIGINT, signal.default_int_handler if previous is None else previous
+            )
             self._installed = False
 
 
@@ -376,12 +387,13 @@ def train(
     log.addHandler(handler)
     log.setLevel(logging.INFO)
     try:
-        with deterministic_mode(deterministic, device), resolve_profile(
-            t.profile, t.amp, device
-        ).flags():
-            return _train(
-                params, family, run_dir, device, found if resume else None, data, callbacks
-            )
+        with (
+            deterministic_mode(deterministic, device),
+            resolve_profile(t.profile, t.amp, device).flags(),
+            _StopRequest() as stop,  # Ctrl-C handling until the run's last file is written
+        ):
+            resume_from = found if resume else None
+            return _train(params, family, run_dir, device, resume_from, data, callbacks, stop)
     finally:
         log.removeHandler(handler)
         handler.close()
@@ -402,6 +414,7 @@ def _train(
     resume_from: tuple[int, Path] | None,
     data: ImageSet | None,
     callbacks: Sequence[Callable[[StepInfo], None]],
+    stop: _StopRequest,
 ) -> TrainResult:
     t = params.train
     torch.manual_seed(t.seed)
@@ -514,9 +527,8 @@ def _train(
     window_start, window_steps = time.perf_counter(), 0
     began, last_losses, last_rate = time.perf_counter(), {}, None
     step = start
-    stop = _StopRequest()
+    stop.armed = True  # from here a first Ctrl-C ends training at a step boundary
     try:
-        stop.__enter__()
         for step in range(start, t.steps):
             ctx = StepContext(step, params, spec, device, t.batch_size)
             for phase in phases:
@@ -610,10 +622,10 @@ def _train(
         log.info("interrupted during step %d; resume with --resume (%s)", step + 1, where)
         raise
     finally:
-        stop.__exit__()
         stream.close()
         bar.close()
 
+    stop.finishing = True
     seconds = time.perf_counter() - began
     grid(t.steps)
     from safetensors.torch import save_file
