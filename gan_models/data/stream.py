@@ -57,17 +57,18 @@ class RowReader:
         return out
 
     def slice(self, start: int, stop: int) -> np.ndarray:
-        """Rows ``start:stop`` in one read."""
+        """Rows ``start:stop`` in sequential reads of at most 1 GiB each."""
         stop = min(stop, self.shape[0])
         if self._fd is None:
             self._fd = os.open(self.path, os.O_RDONLY)
         out = np.empty((stop - start, *self.shape[1:]), dtype=self.dtype)
-        want = (stop - start) * self.row_bytes
-        got = os.preadv(
-            self._fd, [out.reshape(-1).view(np.uint8)], self.offset + start * self.row_bytes
-        )
-        if got != want:
-            raise DataError(f"{self.path}: short read at image {start}; the file is truncated")
+        flat = out.reshape(-1).view(np.uint8)
+        base, done = self.offset + start * self.row_bytes, 0
+        while done < len(flat):
+            got = os.preadv(self._fd, [flat[done : done + (1 << 30)]], base + done)
+            if got <= 0:
+                raise DataError(f"{self.path}: short read at byte {base + done}; truncated file")
+            done += got
         return out
 
     def close(self) -> None:

@@ -79,7 +79,13 @@ def _source(arr: np.ndarray, stream: bool) -> np.ndarray | RowReader:
     if stream:
         return reader(arr)  # row by row; a memmap that is not plain C-ordered: numpy reads
     try:
-        return np.array(arr)  # cached: one sequential read
+        src = reader(arr)  # cached: one sequential read, not through the mapping (which would
+        # count the file twice in the process's memory)
+        if not isinstance(src, RowReader):
+            return np.array(arr)
+        whole = src.slice(0, len(src))
+        src.close()
+        return whole
     except (OSError, ValueError) as e:
         raise DataError(f"{arr.filename}: cannot read ({e})") from None
 

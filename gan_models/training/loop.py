@@ -363,7 +363,9 @@ def train(
     family = get_family(params.model.family)
     t = params.train
     device = select_device(t.device)
-    deterministic = t.deterministic if t.deterministic is not None else device.type == "cpu"
+    # The fast profile gives up bit-exactness, so it also leaves the pinned, deterministic kernels.
+    exact_cpu = device.type == "cpu" and t.profile == "exact"
+    deterministic = t.deterministic if t.deterministic is not None else exact_cpu
 
     found = latest_checkpoint(run_dir)
     if resume == "auto" and found:
