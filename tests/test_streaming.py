@@ -150,9 +150,7 @@ def test_file_cut_while_streaming_names_the_file(bars, tmp_path):
     """A file truncated after training opened it: the next batch raises a DataError naming it,
     from the prefetch thread into the training thread."""
     data = tmp_path / "later"
-    write_imageset(
-        data, {"images": read_imageset(bars).images}, meta={"name": "l", "source": "t"}
-    )
+    write_imageset(data, {"images": read_imageset(bars).images}, meta={"name": "l", "source": "t"})
     stream = BatchStream(
         load_training_set(data), 8, 8, 0, torch.device("cpu"), cache_bytes=0, prefetch=2
     )
@@ -192,3 +190,21 @@ def test_progress_of_a_killed_step_is_not_counted(bars, tmp_path):
         train(params_for(bars, checkpoint_every=1), tmp_path / "r", callbacks=[stop_at_2])
     state = torch.load(tmp_path / "r/checkpoints/step_00000001.pt", weights_only=False)
     assert state["data"] == {"epoch": {"all": 0}, "pos": {"all": 8}}
+
+
+def test_array_files_import_through_the_folder_source(tmp_path):
+    """`ganops data fetch folder --path X.npz` (or .npy) imports the arrays; channels-last and
+    grey (N, H, W) arrays are turned to (N, C, H, W); a damaged file is named."""
+    from gan_models.data.folders import load_folder
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (6, 8, 8, 3), dtype=np.uint8)
+    np.savez(tmp_path / "set.npz", images=x, labels=np.arange(6) % 2)
+    got = load_folder(tmp_path / "set.npz")
+    assert np.array_equal(got.arrays["images"], x.transpose(0, 3, 1, 2))
+    assert got.labels.tolist() == [0, 1, 0, 1, 0, 1]
+    np.save(tmp_path / "grey.npy", x[..., 0])
+    assert load_folder(tmp_path / "grey.npy").arrays["images"].shape == (6, 1, 8, 8)
+    (tmp_path / "bad.npz").write_bytes(b"PK\x03\x04 not really a zip")
+    with pytest.raises(DataError, match=r"bad\.npz: damaged"):
+        load_folder(tmp_path / "bad.npz")

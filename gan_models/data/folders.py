@@ -23,7 +23,10 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
+import sys
 import warnings
+import zipfile
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -155,17 +158,17 @@ def load_images(
     channels = 3 if rgb else 1
     out = np.empty((len(files), channels, height, width), dtype=np.uint8)  # (N, C, H, W)
     digest = hashlib.sha256()
-    for i, f in enumerate(files):
+
+    def decode(i: int) -> str:
+        """Decode file i into out[i]; its lineage line. Pillow decodes without the GIL."""
+        f = files[i]
         data = f.read_bytes()
         line = f"{f.relative_to(root).as_posix()}\t{hashlib.sha256(data).hexdigest()}\n"
-        digest.update(line.encode())
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-                with Image.open(io.BytesIO(data)) as raw:
-                    raw.load()  # decode now so that a truncated file fails here, named
-                    im = ImageOps.exif_transpose(raw)
-                    im = _to_8bit(im, rgb)
+            with Image.open(io.BytesIO(data)) as raw:
+                raw.load()  # decode now so that a truncated file fails here, named
+                im = ImageOps.exif_transpose(raw)
+                im = _to_8bit(im, rgb)
         except UnidentifiedImageError:
             raise DataError(f"{f}: not a decodable image (Pillow cannot identify it)") from None
         except _DECODE_ERRORS as e:
@@ -174,15 +177,70 @@ def load_images(
             im = center_crop_resize(im, image_size)
         arr = np.asarray(im)  # (H, W) or (H, W, 3)
         out[i] = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
+        return line
+
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tqdm.auto import tqdm
+
+    workers = min(8, os.cpu_count() or 1)
+    with (
+        warnings.catch_warnings(),  # set once here: the filters are process-wide, not per thread
+        ThreadPoolExecutor(workers) as pool,
+        tqdm(total=len(files), desc="decode", unit="img", disable=None, file=sys.stderr) as bar,
+    ):
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        for start in range(0, len(files), 1024):  # chunks in order: the digest is sequential
+            for line in pool.map(decode, range(start, min(start + 1024, len(files)))):
+                digest.update(line.encode())
+                bar.update(1)
     info = {"num_files": len(files), "files_sha256": digest.hexdigest(), "channels": channels}
     if image_size is not None:
         info["resize"] = f"center-crop to square, PIL bicubic to {image_size}x{image_size}"
     return out, info
 
 
+def load_array_file(path: Path) -> Loaded:
+    """Images from an array file: ``.npy`` (N, C, H, W), (N, H, W, C) with C in 1/3, or (N, H, W),
+    uint8; or ``.npz`` with ``images`` in one of those shapes and optional int ``labels`` (N,)."""
+    try:
+        if path.suffix == ".npz":
+            with np.load(path, allow_pickle=False) as z:
+                arrays = dict(z)
+        else:
+            arrays = {"images": np.load(path, allow_pickle=False)}
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+        raise DataError(f"{path}: damaged or unreadable array file ({e})") from None
+    if "images" not in arrays:
+        raise DataError(f"{path}: no 'images' array (found {sorted(arrays)})")
+    x, labels = arrays["images"], arrays.get("labels")
+    if x.dtype != np.uint8:
+        raise DataError(f"{path}: images must be uint8 0..255, got {x.dtype}")
+    if x.ndim == 3:
+        x = x[:, None]
+    elif x.ndim == 4 and x.shape[1] not in (1, 3) and x.shape[-1] in (1, 3):
+        x = x.transpose(0, 3, 1, 2)
+    if x.ndim != 4 or x.shape[1] not in (1, 3):
+        raise DataError(f"{path}: images of shape {arrays['images'].shape} are not (N, C, H, W)")
+    if labels is not None and (labels.ndim != 1 or len(labels) != len(x)):
+        raise DataError(f"{path}: labels of shape {labels.shape} do not match {len(x)} images")
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    origin = {"path": str(path), "array_file_sha256": digest, "channels": int(x.shape[1])}
+    return Loaded(
+        arrays={"images": np.ascontiguousarray(x)},
+        labels=None if labels is None else labels.astype(np.int64),
+        origin=origin,
+    )
+
+
 def load_folder(path: str | Path, *, image_size: int | None = None) -> Loaded:
-    """A folder of images; class sub-folders (sorted) give labels 0..K-1."""
+    """A folder of images; class sub-folders (sorted) give labels 0..K-1. A ``.npy``/``.npz``
+    file instead of a folder is imported as an array (:func:`load_array_file`)."""
     root = Path(path)
+    if root.is_file() and root.suffix in (".npy", ".npz"):
+        if image_size is not None:
+            raise DataError(f"{root}: --image-size applies to image folders, not array files")
+        return load_array_file(root)
     _check_dir(root, "the folder source reads images from --path DIR")
     entries = [p for p in sorted(root.iterdir()) if not _hidden(p)]
     class_dirs = [p for p in entries if p.is_dir()]
