@@ -7,7 +7,7 @@ import torch
 from gan_models.config import TrainParams
 from gan_models.data.format import write_imageset
 from gan_models.training import train
-from gan_models.training.profile import cpu_has_bf16, resolve_profile
+from gan_models.training.profile import resolve_profile
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +38,8 @@ def test_exact_profile_changes_nothing():
 
 def test_fast_profile_per_device():
     cpu = resolve_profile("fast", "none", torch.device("cpu"))
-    assert (cpu.amp == "bf16" and cpu.channels_last) == cpu_has_bf16()
+    assert cpu.amp == "none" and cpu.channels_last  # bf16 measured slower on CPU here
+    assert resolve_profile("fast", "bf16", torch.device("cpu")).amp == "bf16"  # asked for
     cuda = resolve_profile("fast", "none", torch.device("cuda"))
     assert cuda.amp == "bf16" and cuda.tf32 and cuda.cudnn_benchmark and cuda.fused_optimizer
     assert resolve_profile("fast", "fp16", torch.device("cuda")).amp == "fp16"  # asked for
@@ -50,8 +51,8 @@ def test_fast_profile_per_device():
 
 @pytest.mark.parametrize("family", ["dcgan", "stylegan"])
 def test_fast_profile_trains_and_resumes(family, blobs, tmp_path):
-    """A fast run stopped after its step-2 checkpoint resumes to the end with finite losses;
-    its weights differ from the exact profile's (lower precision on bf16 CPUs)."""
+    """A fast run stopped after its step-2 checkpoint resumes to the end with finite losses,
+    beside an exact run of the same params."""
     params = params_for(family, blobs, "fast")
 
     def stop_at_3(info):
@@ -67,5 +68,5 @@ def test_fast_profile_trains_and_resumes(family, blobs, tmp_path):
     assert all(np.isfinite(v) for v in exact.final_losses.values())
     a = torch.load(tmp_path / "fast/checkpoints/step_00000004.pt", weights_only=False)
     b = torch.load(tmp_path / "exact/checkpoints/step_00000004.pt", weights_only=False)
-    same = all(torch.equal(v, b["nets"]["G"][k]) for k, v in a["nets"]["G"].items())
-    assert same != cpu_has_bf16()
+    assert a["nets"]["G"].keys() == b["nets"]["G"].keys()
+    assert all(torch.isfinite(v).all() for v in a["nets"]["G"].values())

@@ -2,9 +2,10 @@
 
 ``fast`` turns on what pays on the device it runs on, as measured on a bare DCGAN-64 loop:
 
-- CPUs with bf16 instructions (AVX-512 BF16 / AMX; ``torch.backends.cpu.get_cpu_capability``
-  reports AVX512 or better): bf16 autocast and channels_last (together about 1.9x fp32 there);
-  ``torch.compile`` added nothing on such a CPU, so it is not used.
+- CPUs: channels_last, and leaving deterministic mode (its single pinned thread). bf16 autocast
+  is not turned on: on this project's AVX-512 BF16 machines with torch 2.13 it was 0.9x fp32 for
+  DCGAN-64 (channels_last alone 1.2x; docs/benchmarks.md), and ``torch.compile`` added nothing.
+  An explicit ``train.amp: bf16`` is kept.
 - CUDA: bf16 autocast, TF32 matmuls and convolutions, ``cudnn.benchmark`` and fused Adam.
 - Anything else (MPS, CPUs without bf16): nothing changes.
 
@@ -95,6 +96,6 @@ def resolve_profile(name: str, amp: str, device: torch.device) -> Profile:
             cudnn_benchmark=True,
             fused_optimizer=True,
         )
-    if device.type == "cpu" and cpu_has_bf16():
-        return Profile(name, "bf16" if amp == "none" else amp, channels_last=True)
+    if device.type == "cpu":
+        return Profile(name, amp, channels_last=True)
     return Profile(name, amp)
