@@ -123,7 +123,7 @@ class TrainConfig(Section):
     profile: Literal["exact", "fast"] = Field(
         "exact",
         description="exact: fp32, bit-exact resume on CPU; fast: what pays on the device "
-        "(bf16 autocast + channels_last on CPUs with bf16; bf16, TF32, cudnn.benchmark and "
+        "(channels_last and no deterministic mode on CPU; bf16, TF32, cudnn.benchmark and "
         "fused Adam on CUDA)",
     )
     deterministic: bool | None = Field(None, description="None = on for CPU, off for GPU")
