@@ -26,6 +26,7 @@ from browser import offline
 from mlflow_server import shared_mlflow_server
 from PIL import Image
 from test_registry import evaluated_copy, metrics_json
+from test_zoo import _bars
 
 from gan_models.config import TrainParams
 from gan_models.data.format import write_imageset
@@ -55,15 +56,6 @@ RUNS = {
     "cyclegan": (8, 2, "unpaired"),
     "srgan": (8, 2, "paired"),
 }
-
-
-def _bars(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    labels = np.arange(n) % 3
-    images = rng.integers(0, 60, (n, 1, 8, 8)).astype(np.uint8)
-    for i, y in enumerate(labels):
-        images[i, 0, :, 2 * y : 2 * y + 3] = 230
-    return images, labels
 
 
 @pytest.fixture(scope="module")
