@@ -104,8 +104,8 @@ def ganops(project, *args, check=True, **kw):
     return proc
 
 
-def study_of(project, tune_file, name):
-    tuning = load_tuning(project / "params" / "base.yaml", tune_file, root=project)
+def study_of(project, tune_file, name, base="base.yaml"):
+    tuning = load_tuning(project / "params" / base, tune_file, root=project)
     return optuna.load_study(study_name=name, storage=tuning.storage_url)
 
 
@@ -255,7 +255,7 @@ def test_critic_steps_and_penalty_weight_are_searched(project, monkeypatch):
     out = project / "best-critic.yaml"
     argv = ["tune", "params/base-wgan.yaml", "--tune-params", str(tune), "--no-track"]
     assert main([*argv, "--out", str(out)]) == 0
-    trials = study_of(project, tune, "critic").get_trials()
+    trials = study_of(project, tune, "critic", "base-wgan.yaml").get_trials()
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 2
     for t in trials:
         used = load_params(Path(t.user_attrs["run_dir"]) / "config.yaml", TrainParams)
