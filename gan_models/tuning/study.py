@@ -26,6 +26,8 @@ import contextlib
 import copy
 import hashlib
 import json
+import signal
+import threading
 import time
 import warnings
 from collections.abc import Callable
@@ -491,6 +493,7 @@ def run_study(
         # a worker of that run still beats for it (a trial once had no heartbeat until its own
         # process began beating, and one whose process died sooner stayed running for ever).
         beat(x._trial_id)
+    restore_sigint = _sigint_raises()
     try:
         while True:
             optuna.storages.fail_stale_trials(study)  # dead workers' trials: failed, re-enqueued
@@ -558,6 +561,7 @@ def run_study(
             time.sleep(poll_s)
     finally:
         workers.stop()
+        restore_sigint()
     report = study_report(tuning, study, parent)
     if out is not None and report.best is not None:
         report.best_file = str(out)
@@ -566,6 +570,19 @@ def run_study(
     if parent:
         log_study(tuning, study, parent, report)
     return report
+
+
+def _sigint_raises() -> Callable[[], None]:
+    """Make Ctrl-C (SIGINT) raise KeyboardInterrupt in the controller; returns the undo.
+
+    A process started with SIGINT ignored (a background job of a non-interactive shell, as CI
+    runs) gets no such handler from Python, and its study could then only be killed, leaving its
+    trials running; the trainer installs its own handler for the same reason.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    return lambda: signal.signal(signal.SIGINT, signal.SIG_DFL if previous is None else previous)
 
 
 def _echo_trial(tuning, study, number, echo, how: str = "ok") -> None:
