@@ -6,22 +6,22 @@ value parsed as YAML (``1e-4``, ``true``, ``[0.5, 0.999]``). Every error names t
 dotted key. No override is ever dropped: one whose section or key the loaded model does not have
 is an error naming it, raised before anything is merged (:func:`check_override_keys`).
 
-The ``model`` and ``loss`` sections are shared by the families; each family declares the keys it
-reads (``Family.reads``), and a key the chosen family does not read is refused when it is set to
-anything but its default, so every entry point (CLI, DVC, flows, tuning) gets the same check.
+The ``model`` and ``loss`` sections hold the keys several families share; a family's own keys
+live in its options model and are checked with the training params
+(:mod:`gan_models.training.params`), so every entry point (CLI, DVC, flows, tuning) gets the same
+check.
 """
 
 from __future__ import annotations
 
 import difflib
-import hashlib
 import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from gan_models.errors import ConfigError
 
@@ -47,63 +47,36 @@ class DataConfig(Section):
     prefetch: int = Field(2, ge=0, description="batches read ahead by a thread (0 = none)")
 
 
-class ModelConfig(Section):
-    """Network shapes. Families read the keys that apply to them."""
+class SharedSection(Section):
+    """A section the families share (``model``, ``loss``): the keys here are read by several
+    families; a family's own keys (``loss.cycle_weight``) are declared by the family's options
+    model and checked against it when the training params load, so the section accepts them
+    here and leaves the check to :class:`~gan_models.training.params.TrainParams`."""
+
+    model_config = ConfigDict(extra="allow", validate_assignment=True)
+
+
+class ModelConfig(SharedSection):
+    """Network shapes shared by the zoo; each family adds its own keys (``ganops families``)."""
 
     family: str = "dcgan"
     latent_dim: int = Field(64, ge=1)
     width: int = Field(64, ge=1, description="base channels (conv) or hidden units (MLP)")
-    depth: int = Field(3, ge=1, description="hidden layers of MLP families")
     spectral_norm: bool = False
     d_norm: Literal["batch", "layer", "none"] | None = Field(
         None, description="critic/discriminator normalisation; None = the family's default"
     )
-    embed_dim: int = Field(16, ge=1, description="label embedding size of conditional families")
-    res_blocks: int | None = Field(
-        None,
-        ge=0,
-        description="residual blocks of the CycleGAN/SRGAN generators; None = the family's "
-        "default (CycleGAN 6, SRGAN 16)",
-    )
-    scale: Literal[2, 4] = Field(4, description="SRGAN upscaling factor (sub-pixel x2 stages)")
-    mapping_layers: int = Field(8, ge=1, description="StyleGAN mapping network depth (z -> w)")
 
 
-class LossConfig(Section):
-    """Adversarial objective and regularisers."""
+class LossConfig(SharedSection):
+    """Adversarial objective and regularisers shared by the zoo; each family adds its own keys."""
 
     type: Literal["nonsaturating", "hinge", "wasserstein", "lsgan"] | None = Field(
         None, description="None = the family's default"
     )
     n_critic: int | None = Field(None, ge=1, description="D steps per G step; None = default")
-    gp_weight: float = Field(10.0, ge=0, description="WGAN-GP gradient penalty weight")
-    clip: float = Field(0.01, gt=0, description="WGAN weight clipping bound")
     r1_gamma: float = Field(0.0, ge=0, description="R1 penalty weight (0 = off)")
     r1_every: int = Field(16, ge=1, description="lazy R1 interval in D steps")
-    cycle_weight: float = Field(10.0, ge=0, description="CycleGAN cycle-consistency (L1) weight")
-    identity_weight: float = Field(
-        0.5,
-        ge=0,
-        description="CycleGAN identity (L1) weight as a fraction of cycle_weight (0.5 -> 5)",
-    )
-    pool_size: int = Field(
-        50, ge=0, description="CycleGAN history of generated images shown to D (0 = off)"
-    )
-    content: Literal["pixel", "ssim", "feature"] = Field(
-        "pixel",
-        description="SRGAN content loss: pixel MSE, pixel MSE + (1 - SSIM), or MSE on features "
-        "of the domain classifier at content_network",
-    )
-    content_weight: float = Field(1.0, ge=0, description="SRGAN content loss weight")
-    content_network: str | None = Field(
-        None, description="domain classifier directory for loss.content=feature"
-    )
-    adv_weight: float | None = Field(
-        None, ge=0, description="SRGAN adversarial weight; None = the family's default (1e-3)"
-    )
-    style_mixing: float = Field(
-        0.9, ge=0, le=1, description="StyleGAN style-mixing regularisation probability"
-    )
 
 
 class TrainConfig(Section):
@@ -148,44 +121,6 @@ class TunedFrom(Section):
     values: dict[str, float] = Field(default_factory=dict, description="the trial's objectives")
     mlflow_run_id: str | None = Field(None, description="the trial's (nested) MLflow run")
     mlflow_parent_run_id: str | None = Field(None, description="the study's MLflow run")
-
-
-class TrainParams(Section):
-    """A training params file: what ``ganops train PARAMS`` reads."""
-
-    name: str | None = Field(None, description="experiment name; default: the file's stem")
-    data: DataConfig = DataConfig()
-    model: ModelConfig = ModelConfig()
-    loss: LossConfig = LossConfig()
-    train: TrainConfig = TrainConfig()
-    tuned: TunedFrom | None = Field(
-        None, description="set in params/best.yaml: the tuning trial these params come from"
-    )
-
-    @model_validator(mode="after")
-    def _family_reads_its_keys(self) -> TrainParams:
-        from gan_models.families import FAMILIES
-
-        family = FAMILIES.get(self.model.family)
-        if family is None:
-            raise ValueError(
-                f"model.family: unknown family {self.model.family!r}; "
-                f"expected one of {sorted(FAMILIES)}"
-            )
-        for key, value, default in family.ignored_keys(self):
-            raise ValueError(
-                f"{key}: the {family.name} family does not read this key, so {value!r} would be "
-                f"ignored; remove it (default {default!r}) or choose a family that reads it"
-            )
-        return self
-
-    def to_dict(self) -> dict[str, Any]:
-        return self.model_dump(mode="json")
-
-    def digest(self) -> str:
-        """A short hash of the resolved config (for lineage and run tags)."""
-        blob = json.dumps(self.to_dict(), sort_keys=True).encode()
-        return hashlib.sha256(blob).hexdigest()[:16]
 
 
 M = TypeVar("M", bound=BaseModel)
@@ -278,6 +213,8 @@ def check_override_keys(
             sub = _model_in(fields[part])
             if _is_mapping(fields[part]):
                 break  # free keys below (checked where they are used)
+            elif sub is not None and sub.model_config.get("extra") == "allow":
+                break  # a shared section: a family's own keys are checked by its options model
             elif sub is not None:
                 fields = {k: f.annotation for k, f in sub.model_fields.items()}
             elif i < len(parts) - 1:
@@ -325,34 +262,18 @@ def validate_model(model: type[M], data: dict[str, Any], source: str) -> M:
 
 
 def load_params(
-    path: str | Path, model: type[M] = TrainParams, overrides: list[str] | None = None
+    path: str | Path, model: type[M], overrides: list[str] | None = None
 ) -> M:
     """Load a whole params file (with ``extends`` and ``--set`` overrides) into ``model``."""
     path = Path(path)
     check_override_keys(overrides, model)
-    return _params_from_data(path, apply_overrides(_read_yaml(path), overrides), model)
+    return params_from_data(path, apply_overrides(_read_yaml(path), overrides), model)
 
 
-def _params_from_data(path: Path, data: dict[str, Any], model: type[M]) -> M:
-    if model is TrainParams and not data.get("name"):
+def params_from_data(path: Path, data: dict[str, Any], model: type[M]) -> M:
+    if getattr(model, "named_after_file", False) and not data.get("name"):
         data["name"] = path.stem
     return validate_model(model, data, str(path))
-
-
-def find_presets(params_dir: str | Path = "params") -> dict[str, list[tuple[str, TrainParams]]]:
-    """Training presets by family: files ``FAMILY-*.yaml`` in ``params_dir`` whose
-    ``model.family`` is FAMILY (so ``train.yaml`` and ``best.yaml`` are not presets)."""
-    if not Path(params_dir).is_dir():
-        raise ConfigError(f"{params_dir}: no such folder (expected the folder of the params files)")
-    out: dict[str, list[tuple[str, TrainParams]]] = {}
-    for path in sorted(Path(params_dir).glob("*.yaml")):
-        data = read_params_yaml(path)
-        family = (data.get("model") or {}).get("family")
-        if isinstance(family, str) and path.stem.startswith(f"{family}-"):
-            out.setdefault(family, []).append(
-                (str(path), _params_from_data(path, data, TrainParams))
-            )
-    return out
 
 
 def load_section(

@@ -10,19 +10,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gan_models.config import TrainParams, load_params
+from gan_models.config import load_params
 from gan_models.data.format import ImageSet
 from gan_models.errors import DataError, GanopsError
-from gan_models.families import get_family
+from gan_models.families import FAMILIES, get_family
 from gan_models.families.base import DataSpec, Family, Nets
 from gan_models.training.batches import load_training_set
 from gan_models.training.checkpoint import latest_checkpoint, load_checkpoint
-from gan_models.training.loop import (
-    generate_from_latents,
-    generate_images,
-    sample_latents,
-    select_device,
-)
+from gan_models.training.device import select_device
+from gan_models.training.generate import generate_from_latents, generate_images, sample_latents
+from gan_models.training.params import TrainParams
 from gan_models.utils.images import interleave_pairs, save_grid_png
 from gan_models.utils.io import atomic_path
 
@@ -128,23 +125,20 @@ class RunGenerator:
     ) -> torch.Tensor:
         """StyleGAN sampling with truncation ``psi`` and style mixing with ``mix_seed``'s latents:
         style layers below ``crossover`` (default: half of them) come from ``seed``."""
-        from gan_models.families import stylegan
-
-        if self.family.name != "stylegan":
+        if self.family.styled is None:
+            styled = " and ".join(sorted(n for n, f in FAMILIES.items() if f.styled))
             raise GanopsError(
-                f"--truncation, --mix-seed and --crossover apply to the stylegan family, "
+                f"--truncation, --mix-seed and --crossover apply to the {styled} family, "
                 f"not {self.family.name}"
             )
+        if mix_seed is None and crossover is not None:
+            raise GanopsError("--crossover needs --mix-seed: the second seed to mix with")
         device = next(self.nets["G"].parameters()).device
         z = sample_latents(n, self.params.model.latent_dim, seed).to(device)  # (n, Z)
-        if mix_seed is None:
-            if crossover is not None:
-                raise GanopsError("--crossover needs --mix-seed: the second seed to mix with")
-            images = stylegan.generate(self.nets, z, psi=psi)
-        else:
+        z2 = None
+        if mix_seed is not None:
             z2 = sample_latents(n, self.params.model.latent_dim, mix_seed).to(device)
-            layer = self.nets["G"].num_ws // 2 if crossover is None else crossover
-            images = stylegan.generate_mixed(self.nets, z, z2, layer, psi=psi)
+        images = self.family.styled(self.nets, z, psi, z2, crossover)
         return images.float().cpu().clamp_(-1, 1)  # (n, C, H, W)
 
 

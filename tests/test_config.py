@@ -3,8 +3,9 @@
 import pytest
 
 from gan_models.cli import main
-from gan_models.config import TrainParams, load_params, load_section
+from gan_models.config import load_params, load_section
 from gan_models.errors import ConfigError
+from gan_models.training.params import TrainParams
 
 
 def write(tmp_path, name, text):
@@ -14,8 +15,8 @@ def write(tmp_path, name, text):
 
 
 def test_presets_load_and_full_extends_small():
-    small = load_params("params/dcgan-mnist5k-small.yaml")
-    full = load_params("params/dcgan-mnist5k-full.yaml")
+    small = load_params("params/dcgan-mnist5k-small.yaml", TrainParams)
+    full = load_params("params/dcgan-mnist5k-full.yaml", TrainParams)
     assert small.name == "dcgan-mnist5k-small" and full.name == "dcgan-mnist5k-full"
     assert full.model.family == small.model.family == "dcgan"
     assert full.model.width > small.model.width and full.train.steps > small.train.steps
@@ -25,31 +26,31 @@ def test_presets_load_and_full_extends_small():
 def test_unknown_key_named(tmp_path):
     p = write(tmp_path, "x.yaml", "train:\n  stepz: 3\n")
     with pytest.raises(ConfigError, match=r"train\.stepz: unknown key"):
-        load_params(p)
+        load_params(p, TrainParams)
 
 
 def test_unknown_section_named(tmp_path):
     p = write(tmp_path, "x.yaml", "trian:\n  steps: 3\n")
     with pytest.raises(ConfigError, match=r"trian: unknown key"):
-        load_params(p)
+        load_params(p, TrainParams)
 
 
 def test_wrong_type_named(tmp_path):
     p = write(tmp_path, "x.yaml", "train:\n  lr: fast\n")
     with pytest.raises(ConfigError, match=r"x\.yaml: train\.lr: .*'fast'"):
-        load_params(p)
+        load_params(p, TrainParams)
 
 
 def test_unknown_family_named(tmp_path):
     p = write(tmp_path, "x.yaml", "model:\n  family: bigggan\n")
     with pytest.raises(ConfigError, match="unknown family 'bigggan'"):
-        load_params(p)
+        load_params(p, TrainParams)
 
 
 def test_overrides_parse_yaml_values(tmp_path):
     p = write(tmp_path, "x.yaml", "train:\n  lr: 0.1\n")
     params = load_params(
-        p, overrides=["train.lr=1e-4", "train.betas=[0.0, 0.9]", "model.family=wgan"]
+        p, TrainParams, overrides=["train.lr=1e-4", "train.betas=[0.0, 0.9]", "model.family=wgan"]
     )
     assert params.train.lr == pytest.approx(1e-4)
     assert params.train.betas == (0.0, 0.9)
@@ -60,16 +61,16 @@ def test_overrides_parse_yaml_values(tmp_path):
 def test_bad_override_rejected(tmp_path, bad):
     p = write(tmp_path, "x.yaml", "train:\n  lr: 0.1\n")
     with pytest.raises(ConfigError):
-        load_params(p, overrides=[bad])
+        load_params(p, TrainParams, overrides=[bad])
 
 
 def test_extends_cycle_and_missing_file(tmp_path):
     write(tmp_path, "a.yaml", "extends: b.yaml\n")
     write(tmp_path, "b.yaml", "extends: a.yaml\n")
     with pytest.raises(ConfigError, match="cycle"):
-        load_params(tmp_path / "a.yaml")
+        load_params(tmp_path / "a.yaml", TrainParams)
     with pytest.raises(ConfigError, match="not found"):
-        load_params(tmp_path / "missing.yaml")
+        load_params(tmp_path / "missing.yaml", TrainParams)
 
 
 def test_load_section(tmp_path):

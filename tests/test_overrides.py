@@ -13,12 +13,13 @@ import pytest
 import torch
 
 from gan_models.cli import main
-from gan_models.config import TrainParams, load_params
+from gan_models.config import load_params
 from gan_models.data.format import write_imageset
 from gan_models.errors import ConfigError
 from gan_models.families import FAMILIES
 from gan_models.families.base import SHARED_SECTIONS, DataSpec, StepContext
-from gan_models.tuning.study import load_tuning
+from gan_models.training.params import TrainParams
+from gan_models.tuning.inputs import load_tuning
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -224,8 +225,9 @@ def test_the_search_space_cannot_propose_an_ignored_key(tmp_path):
         load_tuning(cyclegan, tune, sets, root=tmp_path)
 
 
-# A non-default value for every shared key: a new key fails the coverage check below until
-# it is given one (and each family says whether it reads it).
+# A non-default value for every key of the model and loss sections (shared, or a family's own
+# option): a new key fails the coverage check below until it is given one (and each family says
+# whether it reads it).
 OTHER_VALUE = {
     "model.latent_dim": 5,
     "model.width": 4,
@@ -278,6 +280,9 @@ def test_a_key_outside_reads_changes_nothing_in_the_family(name):
     """What ``Family.reads`` leaves out really is unused: changed, it leaves the networks and one
     seeded step's losses bit-identical (so refusing it takes nothing from the user)."""
     shared = {f"{s}.{k}" for s in SHARED_SECTIONS for k in getattr(TrainParams(), s).model_fields}
+    shared |= {
+        f"{s}.{k}" for f in FAMILIES.values() for s, m in f.options.items() for k in m.model_fields
+    }
     assert set(OTHER_VALUE) == shared - {"model.family"}
     family = FAMILIES[name]
     base = TrainParams(model={"family": name, "width": 4})

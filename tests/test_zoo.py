@@ -13,7 +13,7 @@ from torchmetrics.functional.image import (
     structural_similarity_index_measure,
 )
 
-from gan_models.config import TrainParams, load_params
+from gan_models.config import load_params
 from gan_models.data.format import write_imageset
 from gan_models.errors import ConfigError, DataError
 from gan_models.families import FAMILIES, cyclegan, srgan, stylegan
@@ -21,7 +21,8 @@ from gan_models.families.base import DataSpec, StepContext
 from gan_models.families.sr_metrics import gaussian_window, psnr, ssim
 from gan_models.sampling import RunGenerator
 from gan_models.training import StepInfo, train
-from gan_models.training.loop import sample_latents
+from gan_models.training.generate import sample_latents
+from gan_models.training.params import TrainParams
 
 ZOO = ["cyclegan", "srgan", "stylegan"]
 PARAMS_DIR = Path(__file__).resolve().parent.parent / "params"
@@ -520,7 +521,7 @@ def test_upsample_filter_keeps_the_interior_constant():
 @pytest.mark.parametrize("family", ZOO)
 @pytest.mark.parametrize("size", ["small", "full"])
 def test_presets_load_and_build(family, size):
-    p = load_params(PARAMS_DIR / f"{family}-mnist5k-{size}.yaml")
+    p = load_params(PARAMS_DIR / f"{family}-mnist5k-{size}.yaml", TrainParams)
     assert p.model.family == family
     f = FAMILIES[family]
     if family == "cyclegan":

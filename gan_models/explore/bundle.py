@@ -19,7 +19,7 @@ import torch
 from gan_models.errors import GanopsError
 from gan_models.explore.onnx_export import export_onnx, generator_kind
 from gan_models.sampling import RunGenerator
-from gan_models.training.loop import sample_latents
+from gan_models.training.generate import sample_latents
 from gan_models.utils.images import to_uint8
 
 WEB = Path(__file__).with_name("web")

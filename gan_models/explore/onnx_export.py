@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from gan_models.errors import GanopsError
 from gan_models.sampling import RunGenerator
-from gan_models.training.loop import sample_latents
+from gan_models.training.generate import sample_latents
 
 # The largest difference between onnxruntime's and torch's images that an export may show.
 TOLERANCE = 1e-4
@@ -78,7 +78,7 @@ def generator_kind(gen: RunGenerator) -> str:
     """``image`` (image-to-image), ``style`` (StyleGAN) or ``latent``."""
     if gen.family.takes_inputs:
         return "image"
-    if gen.family.name == "stylegan":
+    if gen.family.styled is not None:  # mapping + synthesis
         return "style"
     return "latent"
 

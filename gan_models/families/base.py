@@ -15,10 +15,14 @@ family of the zoo:
   sample grids and evaluation feed to ``generate`` in place of latents;
 - StyleGAN: G holds mapping + synthesis; lazy regularisers are phases with ``every=16``.
 
-The ``model`` and ``loss`` params sections are shared by the zoo, and no family reads all of
-their keys. Each family lists the keys its code reads (``reads``); any other key set away from
-its default is refused when the params load (:meth:`Family.ignored_keys`), so a user is never
-given a run that silently ignored an option. ``data`` and ``train`` belong to the trainer.
+A family owns its knobs: its own keys of the ``model`` and ``loss`` sections are declared by its
+options models (``options``: pydantic models with types, bounds and descriptions, shown by
+``ganops families``), so params files keep their shape (``model: {res_blocks: 6}``) and a key of
+another family is refused naming both. The keys the zoo shares (``model.width``, ``loss.type``)
+stay in :mod:`gan_models.config`; each family lists those its code reads (``reads``), and any
+other shared key set away from its default is refused when the params load
+(:meth:`Family.ignored_keys`), so a user is never given a run that silently ignored an option.
+``data`` and ``train`` belong to the trainer.
 """
 
 from __future__ import annotations
@@ -28,11 +32,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import torch
+from pydantic import BaseModel, ConfigDict
 from torch import Tensor, nn
 
+from gan_models.errors import ConfigError
+
 if TYPE_CHECKING:
-    from gan_models.config import TrainParams
     from gan_models.data.format import ImageSet
+    from gan_models.training.params import TrainParams
 
 Nets = dict[str, nn.Module]
 SHARED_SECTIONS = ("model", "loss")  # params sections whose keys each family reads or not
@@ -77,6 +84,15 @@ class StepContext:
 LossFn = Callable[[Nets, Batch | None, StepContext], Losses]
 # sample_inputs(params, spec, data, n, seed) -> n real inputs (n, C, h, w) in [-1, 1]
 SampleInputsFn = Callable[["TrainParams", DataSpec, "ImageSet", int, int], Tensor]
+# styled(nets, z, psi, z2, crossover) -> images (N, C, H, W) in [-1, 1]
+StyledFn = Callable[[Nets, Tensor, float, Tensor | None, int | None], Tensor]
+
+
+class FamilyOptions(BaseModel):
+    """A family's own keys of one shared section (``model`` or ``loss``): subclass it with
+    pydantic fields (default, bounds, description) and give it in ``Family.options``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 @dataclass
@@ -123,9 +139,31 @@ class Family:
     # seeded real inputs from a dataset here; ``generate`` then takes them (N, C, h, w) in place
     # of latents, and sample grids show each input next to its output. None: latents only.
     sample_inputs: SampleInputsFn | None = None
+    # Style-based generators (StyleGAN): styled(nets, z, psi, z2, crossover) -> images, with
+    # truncation towards the mean style and style mixing from z2's latents at style layers >=
+    # crossover (None: half of them). Their G has ``mapping`` (z -> w, ``w_avg``) and
+    # ``synthesis(ws, noise)``, which the explorer exports as two graphs. None: plain latents.
+    styled: StyledFn | None = None
+    # The family's own keys: {"model": OptionsModel, "loss": OptionsModel}. They appear in the
+    # params under those sections and are validated by these models (see ``FamilyOptions``).
+    options: dict[str, type[FamilyOptions]] = field(default_factory=dict)
     # The keys of the shared ``model`` and ``loss`` sections this family's code reads
-    # ("model.width", "loss.n_critic"; model.family is implied). Empty: it reads none.
+    # ("model.width", "loss.n_critic"; model.family is implied). The keys of ``options`` are
+    # added to it: ``reads`` is every key of those sections the family reads.
     reads: frozenset[str] = frozenset()
+    # Optimizer groups stepped with ``train.lr_d`` (when set) instead of ``train.lr``.
+    critic_groups: tuple[str, ...] = ("D",)
+
+    def __post_init__(self) -> None:
+        unknown = set(self.options) - set(SHARED_SECTIONS)
+        if unknown:
+            raise ValueError(f"{self.name}: options for unknown sections {sorted(unknown)}")
+        self.reads = self.reads | {
+            f"{s}.{k}" for s, m in self.options.items() for k in m.model_fields
+        }
+        for phase_group in self.critic_groups:
+            if phase_group not in self.optim_groups:
+                raise ValueError(f"{self.name}: critic group {phase_group!r} is no optim group")
 
     def ignored_keys(self, params: TrainParams) -> list[tuple[str, Any, Any]]:
         """(key, value, default) of each shared key set away from its default that this family
@@ -133,7 +171,7 @@ class Family:
         out = []
         for section in SHARED_SECTIONS:
             values = getattr(params, section)
-            for name, spec in type(values).model_fields.items():
+            for name, spec in type(values).model_fields.items():  # the shared keys only
                 key = f"{section}.{name}"
                 if key == "model.family" or key in self.reads:
                     continue
@@ -148,7 +186,13 @@ class Family:
         return self.sample_inputs is not None
 
     def loss_type(self, params: TrainParams) -> str:
-        return params.loss.type or self.default_loss
+        """The objective: ``loss.type`` or the family's default, refused if not allowed."""
+        kind = params.loss.type or self.default_loss
+        if kind not in self.allowed_losses:
+            raise ConfigError(
+                f"loss.type: {self.name} supports {list(self.allowed_losses)}, got {kind!r}"
+            )
+        return kind
 
     def n_critic(self, params: TrainParams) -> int:
         return params.loss.n_critic or self.default_n_critic

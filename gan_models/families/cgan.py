@@ -9,10 +9,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import torch
+from pydantic import Field
 from torch import Tensor, nn
 
 from gan_models.errors import ConfigError
-from gan_models.families.base import DataSpec, Family, Nets, Phase
+from gan_models.families.base import DataSpec, Family, FamilyOptions, Nets, Phase
 from gan_models.families.common import (
     PAIR_LOSS_KEYS,
     generate,
@@ -23,7 +24,7 @@ from gan_models.families.dcgan import NET_KEYS, DCGANDiscriminator, DCGANGenerat
 from gan_models.layers import maybe_sn
 
 if TYPE_CHECKING:
-    from gan_models.config import TrainParams
+    from gan_models.training.params import TrainParams
 
 
 # Conditional generator: a DCGAN generator fed [z, embed(label)] (Mirza & Osindero 2014).
@@ -87,6 +88,12 @@ def phases(params: TrainParams, spec: DataSpec) -> list[Phase]:
     return single_pair_phases(FAMILY, params, spec)
 
 
+class CGANModel(FamilyOptions):
+    """cGAN's own ``model`` keys."""
+
+    embed_dim: int = Field(16, ge=1, description="size of the generator's label embedding")
+
+
 FAMILY = Family(
     name="cgan",
     description="class-conditional DCGAN: label embedding in G, projection discriminator",
@@ -97,5 +104,6 @@ FAMILY = Family(
     conditional=True,
     default_loss="hinge",
     check=check,
-    reads=NET_KEYS | PAIR_LOSS_KEYS | {"model.embed_dim"},
+    reads=NET_KEYS | PAIR_LOSS_KEYS,
+    options={"model": CGANModel},
 )

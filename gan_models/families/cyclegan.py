@@ -35,15 +35,26 @@ from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import Tensor, nn
 
+from gan_models.data.splits import to_model_range
 from gan_models.errors import ConfigError, GanopsError
-from gan_models.families.base import Batch, DataSpec, Family, Losses, Nets, Phase, StepContext
+from gan_models.families.base import (
+    Batch,
+    DataSpec,
+    Family,
+    FamilyOptions,
+    Losses,
+    Nets,
+    Phase,
+    StepContext,
+)
 from gan_models.losses import d_loss, g_loss
 
 if TYPE_CHECKING:
-    from gan_models.config import TrainParams
     from gan_models.data.format import ImageSet
+    from gan_models.training.params import TrainParams
 
 DEFAULT_RES_BLOCKS = 6  # the paper's choice for 128 px; 9 for 256 px
 BANK_SIZE = 16  # real inputs kept for sampling without the dataset
@@ -239,7 +250,7 @@ def _channels_a(spec: DataSpec) -> int:
 
 def build(params: TrainParams, spec: DataSpec) -> Nets:
     m = params.model
-    blocks = DEFAULT_RES_BLOCKS if m.res_blocks is None else m.res_blocks
+    blocks = m.res_blocks
     return {
         "G": CycleGenerators(spec, m.width, blocks),
         "D_A": PatchDiscriminator(_channels_a(spec), spec.image_size, m.width),
@@ -251,10 +262,6 @@ def build(params: TrainParams, spec: DataSpec) -> Nets:
 def phases(params: TrainParams, spec: DataSpec) -> list[Phase]:
     """G (adversarial both ways + cycle + identity), then D on the fakes through the history."""
     kind = FAMILY.loss_type(params)
-    if kind not in FAMILY.allowed_losses:
-        raise ConfigError(
-            f"loss.type: cyclegan supports {list(FAMILY.allowed_losses)}, got {kind!r}"
-        )
     lam_cyc = params.loss.cycle_weight
     lam_idt = params.loss.identity_weight * lam_cyc
     handoff: dict[str, Tensor] = {}  # this step's real and fake images, from G's phase to D's
@@ -322,7 +329,6 @@ def sample_inputs(params: TrainParams, spec: DataSpec, data: ImageSet, n: int, s
 
     The family's ``sample_inputs`` hook: the same seed and data always give the same inputs.
     """
-    from gan_models.training.batches import to_model_range  # training imports the families
 
     a = data.arrays["a"]
     idx = seeded_indices(a.shape[0], n, seed).numpy()
@@ -358,6 +364,22 @@ def check(params: TrainParams, spec: DataSpec) -> None:
         )
 
 
+class CycleGANModel(FamilyOptions):
+    """CycleGAN's own ``model`` keys."""
+
+    res_blocks: int = Field(DEFAULT_RES_BLOCKS, ge=0, description="residual blocks per generator")
+
+
+class CycleGANLoss(FamilyOptions):
+    """CycleGAN's own ``loss`` keys."""
+
+    cycle_weight: float = Field(10.0, ge=0, description="cycle-consistency (L1) weight")
+    identity_weight: float = Field(
+        0.5, ge=0, description="identity (L1) weight as a fraction of cycle_weight (0.5 -> 5)"
+    )
+    pool_size: int = Field(50, ge=0, description="history of generated images shown to D (0 = off)")
+
+
 FAMILY = Family(
     name="cyclegan",
     description="two ResNet generators, PatchGAN critics, LSGAN + cycle + identity losses",
@@ -375,14 +397,6 @@ FAMILY = Family(
     sample_inputs=sample_inputs,
     # No latents (its input is an image), instance norm in fixed places, one D step per step,
     # no R1.
-    reads=frozenset(
-        {
-            "model.width",
-            "model.res_blocks",
-            "loss.type",
-            "loss.cycle_weight",
-            "loss.identity_weight",
-            "loss.pool_size",
-        }
-    ),
+    reads=frozenset({"model.width", "loss.type"}),
+    options={"model": CycleGANModel, "loss": CycleGANLoss},
 )

@@ -21,7 +21,7 @@ from gan_models.families.common import (
 from gan_models.layers import maybe_sn, norm2d
 
 if TYPE_CHECKING:
-    from gan_models.config import TrainParams
+    from gan_models.training.params import TrainParams
 
 
 # DCGAN generator: project z to 4x4, then double the size per block up to the image size.

@@ -7,7 +7,8 @@ dense head. The generator loss is ``loss.content_weight * content + loss.adv_wei
 with ``adv_weight`` 1e-3 by default, and the content term one of (``loss.content``):
 
 - ``pixel``: MSE between the super-resolved and the high-resolution image (the default);
-- ``ssim``: pixel MSE plus ``1 - SSIM`` (Gaussian window, :mod:`.sr_metrics`); needs >= 11 px;
+- ``ssim``: pixel MSE plus ``1 - SSIM`` (Gaussian window, :mod:`gan_models.metrics.ssim`);
+  needs >= 11 px;
 - ``feature``: MSE between feature maps of the project's domain classifier
   (``loss.content_network``, trained by ``gan_models.metrics.domain_classifier``): its
   convolutional stages up to the last activation before pooling, the analogue of SRGAN's
@@ -29,22 +30,34 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import Tensor, nn
 
+from gan_models.data.splits import to_model_range
 from gan_models.errors import ConfigError
-from gan_models.families.base import Batch, DataSpec, Family, Losses, Nets, Phase, StepContext
+from gan_models.families.base import (
+    Batch,
+    DataSpec,
+    Family,
+    FamilyOptions,
+    Losses,
+    Nets,
+    Phase,
+    StepContext,
+)
+from gan_models.families.common import d_losses
 from gan_models.families.cyclegan import InputBank, seeded_indices
-from gan_models.families.sr_metrics import gaussian_window, psnr, ssim
 from gan_models.layers import maybe_sn, norm2d
-from gan_models.losses import d_loss, g_loss
+from gan_models.losses import g_loss
+from gan_models.metrics.ssim import gaussian_window, psnr, ssim
 
 if TYPE_CHECKING:
-    from gan_models.config import TrainParams
     from gan_models.data.format import ImageSet
+    from gan_models.training.params import TrainParams
 
 DEFAULT_RES_BLOCKS = 16  # the paper's B
 DEFAULT_ADV_WEIGHT = 1e-3  # the paper's weight of the adversarial term
@@ -141,7 +154,7 @@ def _input_shape(params: TrainParams, spec: DataSpec) -> tuple[int, int]:
 def build(params: TrainParams, spec: DataSpec) -> Nets:
     m = params.model
     in_ch, in_size = _input_shape(params, spec)
-    blocks = DEFAULT_RES_BLOCKS if m.res_blocks is None else m.res_blocks
+    blocks = m.res_blocks
     return {
         "G": SRResNet(in_ch, spec.channels, m.width, blocks, m.scale, in_size),
         "D": SRDiscriminator(
@@ -185,10 +198,8 @@ def content_loss(params: TrainParams, spec: DataSpec) -> Callable[[Tensor, Tenso
 def phases(params: TrainParams, spec: DataSpec) -> list[Phase]:
     """D on (high-res, super-resolved), then G: content + weighted adversarial."""
     kind = FAMILY.loss_type(params)
-    if kind not in FAMILY.allowed_losses:
-        raise ConfigError(f"loss.type: srgan supports {list(FAMILY.allowed_losses)}, got {kind!r}")
     scale = params.model.scale
-    adv_w = DEFAULT_ADV_WEIGHT if params.loss.adv_weight is None else params.loss.adv_weight
+    adv_w = params.loss.adv_weight
     content_w = params.loss.content_weight
     content = content_loss(params, spec)
 
@@ -202,12 +213,7 @@ def phases(params: TrainParams, spec: DataSpec) -> list[Phase]:
     def d_main(nets: Nets, batch: Batch | None, ctx: StepContext) -> Losses:
         lr, hr = pair(batch)
         sr = nets["G"](lr).detach()  # (B, C, H, W)
-        real_logits, fake_logits = nets["D"](hr), nets["D"](sr)  # (B,)
-        return {
-            "loss": d_loss(kind, real_logits, fake_logits),
-            "D/real": real_logits.detach().mean(),
-            "D/fake": fake_logits.detach().mean(),
-        }
+        return d_losses(kind, nets["D"](hr), nets["D"](sr))  # logits (B,)
 
     def g_main(nets: Nets, batch: Batch | None, ctx: StepContext) -> Losses:
         lr, hr = pair(batch)
@@ -242,7 +248,6 @@ def generate(nets: Nets, z: Tensor, labels: Tensor | None = None) -> Tensor:
 def sample_inputs(params: TrainParams, spec: DataSpec, data: ImageSet, n: int, seed: int) -> Tensor:
     """n real low-res inputs (n, C, h, w) in [-1, 1] chosen by ``seed``, for :func:`generate`:
     ``a`` of a paired set, or images resized to ``data.image_size`` and downsampled by scale."""
-    from gan_models.training.batches import to_model_range  # training imports the families
 
     key = "a" if data.kind == "paired" else "images"
     arr = data.arrays[key]
@@ -285,6 +290,30 @@ def check(params: TrainParams, spec: DataSpec) -> None:
         )
 
 
+class SRGANModel(FamilyOptions):
+    """SRGAN's own ``model`` keys."""
+
+    res_blocks: int = Field(DEFAULT_RES_BLOCKS, ge=0, description="residual blocks of SRResNet")
+    scale: Literal[2, 4] = Field(4, description="upscaling factor (sub-pixel x2 stages)")
+
+
+class SRGANLoss(FamilyOptions):
+    """SRGAN's own ``loss`` keys."""
+
+    content: Literal["pixel", "ssim", "feature"] = Field(
+        "pixel",
+        description="content loss: pixel MSE, pixel MSE + (1 - SSIM), or MSE on features of "
+        "the domain classifier at content_network",
+    )
+    content_weight: float = Field(1.0, ge=0, description="content loss weight")
+    content_network: str | None = Field(
+        None, description="domain classifier directory for content=feature"
+    )
+    adv_weight: float = Field(
+        DEFAULT_ADV_WEIGHT, ge=0, description="adversarial weight (the paper's 1e-3)"
+    )
+
+
 FAMILY = Family(
     name="srgan",
     description="super-resolution: SRResNet with sub-pixel upsampling, content + adversarial",
@@ -299,18 +328,7 @@ FAMILY = Family(
     sample_inputs=sample_inputs,
     # No latents (its input is the low-res image), no R1.
     reads=frozenset(
-        {
-            "model.width",
-            "model.res_blocks",
-            "model.scale",
-            "model.d_norm",
-            "model.spectral_norm",
-            "loss.type",
-            "loss.n_critic",
-            "loss.content",
-            "loss.content_weight",
-            "loss.content_network",
-            "loss.adv_weight",
-        }
+        {"model.width", "model.d_norm", "model.spectral_norm", "loss.type", "loss.n_critic"}
     ),
+    options={"model": SRGANModel, "loss": SRGANLoss},
 )

@@ -34,15 +34,25 @@ from typing import TYPE_CHECKING, Literal
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import Tensor, nn
 
 from gan_models.errors import ConfigError
-from gan_models.families.base import Batch, DataSpec, Family, Losses, Nets, Phase, StepContext
-from gan_models.families.common import require_power_of_two
-from gan_models.losses import d_loss, g_loss, r1_penalty
+from gan_models.families.base import (
+    Batch,
+    DataSpec,
+    Family,
+    FamilyOptions,
+    Losses,
+    Nets,
+    Phase,
+    StepContext,
+)
+from gan_models.families.common import d_losses, lazy_r1, r1_phase, require_power_of_two
+from gan_models.losses import g_loss
 
 if TYPE_CHECKING:
-    from gan_models.config import TrainParams
+    from gan_models.training.params import TrainParams
 
 NoiseMode = Literal["const", "random", "none"]
 MAPPING_LR_MUL = 0.01  # StyleGAN's reduced learning rate of the mapping network
@@ -359,10 +369,6 @@ def mixed_styles(G: StyleGenerator, z: Tensor, ctx: StepContext, prob: float, up
 def phases(params: TrainParams, spec: DataSpec) -> list[Phase]:
     """D (non-saturating), lazy R1 every ``loss.r1_every`` steps, then G with style mixing."""
     kind = FAMILY.loss_type(params)
-    if kind not in FAMILY.allowed_losses:
-        raise ConfigError(
-            f"loss.type: stylegan supports {list(FAMILY.allowed_losses)}, got {kind!r}"
-        )
     mix = params.loss.style_mixing
 
     def d_main(nets: Nets, batch: Batch | None, ctx: StepContext) -> Losses:
@@ -371,19 +377,11 @@ def phases(params: TrainParams, spec: DataSpec) -> list[Phase]:
         G = nets["G"]
         ws = mixed_styles(G, ctx.latents(real.shape[0]), ctx, mix, update=True)  # (B, L, W)
         fake = G.synthesis(ws, "random").detach()  # (B, C, H, W)
-        real_logits, fake_logits = nets["D"](real), nets["D"](fake)  # (B,)
-        return {
-            "loss": d_loss(kind, real_logits, fake_logits),
-            "D/real": real_logits.detach().mean(),
-            "D/fake": fake_logits.detach().mean(),
-        }
+        return d_losses(kind, nets["D"](real), nets["D"](fake))  # logits (B,)
 
     def d_reg(nets: Nets, batch: Batch | None, ctx: StepContext) -> Losses:
         assert batch is not None
-        r1 = r1_penalty(nets["D"], batch["image"])
-        # Lazy regularisation: scaled by the interval to keep the effective weight.
-        loss = 0.5 * params.loss.r1_gamma * params.loss.r1_every * r1
-        return {"loss": loss, "D/r1": r1.detach()}
+        return lazy_r1(params, nets["D"], batch["image"])
 
     def g_main(nets: Nets, batch: Batch | None, ctx: StepContext) -> Losses:
         G = nets["G"]
@@ -391,11 +389,11 @@ def phases(params: TrainParams, spec: DataSpec) -> list[Phase]:
         fake = G.synthesis(ws, "random")  # (B, C, H, W)
         return {"loss": g_loss(kind, nets["D"](fake))}
 
-    out = [Phase("D", "D", d_main)]
-    if params.loss.r1_gamma > 0:
-        out.append(Phase("Dreg", "D", d_reg, every=params.loss.r1_every))
-    out.append(Phase("G", "G", g_main, needs_batch=False))
-    return out
+    return [
+        Phase("D", "D", d_main),
+        *r1_phase(params, d_reg),
+        Phase("G", "G", g_main, needs_batch=False),
+    ]
 
 
 def _noise_gen(noise: NoiseMode, noise_seed: int | None) -> torch.Generator | None:
@@ -445,6 +443,30 @@ def generate_mixed(
     return G.synthesis(ws, noise, _noise_gen(noise, noise_seed))
 
 
+def styled(
+    nets: Nets, z: Tensor, psi: float, z2: Tensor | None = None, crossover: int | None = None
+) -> Tensor:
+    """Truncated sampling, mixed with ``z2``'s styles from layer ``crossover`` (default: half)."""
+    if z2 is None:
+        return generate(nets, z, psi=psi)
+    layer = nets["G"].num_ws // 2 if crossover is None else crossover
+    return generate_mixed(nets, z, z2, layer, psi=psi)
+
+
+class StyleGANModel(FamilyOptions):
+    """StyleGAN's own ``model`` keys."""
+
+    mapping_layers: int = Field(8, ge=1, description="mapping network depth (z -> w)")
+
+
+class StyleGANLoss(FamilyOptions):
+    """StyleGAN's own ``loss`` keys."""
+
+    style_mixing: float = Field(
+        0.9, ge=0, le=1, description="style-mixing regularisation probability"
+    )
+
+
 FAMILY = Family(
     name="stylegan",
     description="StyleGAN2: mapping net, modulated convs, noise, skip G, residual D, lazy R1",
@@ -457,14 +479,8 @@ FAMILY = Family(
     check=require_power_of_two,
     # One D step per G step, its own fixed D (no spectral norm, no normalisation layers).
     reads=frozenset(
-        {
-            "model.latent_dim",
-            "model.width",
-            "model.mapping_layers",
-            "loss.type",
-            "loss.r1_gamma",
-            "loss.r1_every",
-            "loss.style_mixing",
-        }
+        {"model.latent_dim", "model.width", "loss.type", "loss.r1_gamma", "loss.r1_every"}
     ),
+    styled=styled,
+    options={"model": StyleGANModel, "loss": StyleGANLoss},
 )

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from pydantic import Field
 from torch import Tensor, nn
 
-from gan_models.families.base import DataSpec, Family, Nets, Phase
+from gan_models.families.base import DataSpec, Family, FamilyOptions, Nets, Phase
 from gan_models.families.common import PAIR_LOSS_KEYS, generate, single_pair_phases
 from gan_models.layers import maybe_sn
 
 if TYPE_CHECKING:
-    from gan_models.config import TrainParams
+    from gan_models.training.params import TrainParams
 
 
 # MLP generator: z -> hidden layers -> tanh image (Goodfellow et al. 2014).
@@ -64,6 +65,12 @@ def phases(params: TrainParams, spec: DataSpec) -> list[Phase]:
     return single_pair_phases(FAMILY, params, spec)
 
 
+class VanillaModel(FamilyOptions):
+    """Vanilla's own ``model`` keys."""
+
+    depth: int = Field(3, ge=1, description="hidden layers of the MLP generator and discriminator")
+
+
 FAMILY = Family(
     name="vanilla",
     description="MLP generator and discriminator, non-saturating loss",
@@ -72,6 +79,6 @@ FAMILY = Family(
     phases=phases,
     generate=generate,
     # MLP D: no normalisation layers to choose (model.d_norm)
-    reads=PAIR_LOSS_KEYS
-    | {"model.latent_dim", "model.width", "model.depth", "model.spectral_norm"},
+    reads=PAIR_LOSS_KEYS | {"model.latent_dim", "model.width", "model.spectral_norm"},
+    options={"model": VanillaModel},
 )

@@ -9,8 +9,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import torch
+from pydantic import Field
 
-from gan_models.families.base import DataSpec, Family, Nets, Phase
+from gan_models.families.base import DataSpec, Family, FamilyOptions, Nets, Phase
 from gan_models.families.common import (
     PAIR_LOSS_KEYS,
     generate,
@@ -20,7 +21,7 @@ from gan_models.families.common import (
 from gan_models.families.dcgan import NET_KEYS, build_pair
 
 if TYPE_CHECKING:
-    from gan_models.config import TrainParams
+    from gan_models.training.params import TrainParams
 
 
 def build(params: TrainParams, spec: DataSpec) -> Nets:
@@ -38,6 +39,12 @@ def phases(params: TrainParams, spec: DataSpec) -> list[Phase]:
     return single_pair_phases(FAMILY, params, spec, after_d=clip_weights)
 
 
+class WGANLoss(FamilyOptions):
+    """WGAN's own ``loss`` keys."""
+
+    clip: float = Field(0.01, gt=0, description="critic weights are clipped to [-clip, clip]")
+
+
 FAMILY = Family(
     name="wgan",
     description="Wasserstein critic with weight clipping, n_critic=5",
@@ -49,5 +56,6 @@ FAMILY = Family(
     default_n_critic=5,
     allowed_losses=("wasserstein",),
     check=require_power_of_two,
-    reads=NET_KEYS | PAIR_LOSS_KEYS | {"loss.clip"},
+    reads=NET_KEYS | PAIR_LOSS_KEYS,
+    options={"loss": WGANLoss},
 )

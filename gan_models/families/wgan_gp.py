@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from pydantic import Field
 from torch import Tensor, nn
 
-from gan_models.families.base import DataSpec, Family, Nets, Phase
+from gan_models.families.base import DataSpec, Family, FamilyOptions, Nets, Phase
 from gan_models.families.common import (
     PAIR_LOSS_KEYS,
     generate,
@@ -21,7 +22,7 @@ from gan_models.families.dcgan import NET_KEYS, build_pair
 from gan_models.losses import gradient_penalty
 
 if TYPE_CHECKING:
-    from gan_models.config import TrainParams
+    from gan_models.training.params import TrainParams
 
 
 def build(params: TrainParams, spec: DataSpec) -> Nets:
@@ -38,6 +39,12 @@ def phases(params: TrainParams, spec: DataSpec) -> list[Phase]:
     )
 
 
+class WGANGPLoss(FamilyOptions):
+    """WGAN-GP's own ``loss`` keys."""
+
+    gp_weight: float = Field(10.0, ge=0, description="gradient penalty weight (lambda)")
+
+
 FAMILY = Family(
     name="wgan-gp",
     description="Wasserstein critic with gradient penalty, layer-norm critic, n_critic=5",
@@ -49,5 +56,6 @@ FAMILY = Family(
     default_n_critic=5,
     allowed_losses=("wasserstein",),
     check=require_power_of_two,
-    reads=NET_KEYS | PAIR_LOSS_KEYS | {"loss.gp_weight"},
+    reads=NET_KEYS | PAIR_LOSS_KEYS,
+    options={"loss": WGANGPLoss},
 )

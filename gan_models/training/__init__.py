@@ -1,5 +1,6 @@
 """Training: ``train(...)`` and what it writes."""
 
-from gan_models.training.loop import StepInfo, TrainingDiverged, TrainResult, generate_images, train
+from gan_models.training.generate import generate_images
+from gan_models.training.loop import StepInfo, TrainingDiverged, TrainResult, train
 
 __all__ = ["StepInfo", "TrainResult", "TrainingDiverged", "generate_images", "train"]

@@ -22,10 +22,10 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from gan_models.data.format import KINDS, ImageSet, read_imageset
+from gan_models.data.splits import scale_to_model
 from gan_models.data.stream import RowReader, reader, take
 from gan_models.errors import DataError
 from gan_models.families.base import Batch, DataSpec
@@ -41,22 +41,6 @@ def auto_cache_bytes() -> int:
     except (ValueError, OSError, AttributeError):
         phys = 8 << 30
     return int(min(_AUTO_CACHE_CAP, phys // 8))
-
-
-def scale_to_model(x: Tensor, size: int | None) -> Tensor:
-    """uint8 0..255 or float32 -1..1 (N, C, H, W) on any device -> float32 -1..1, at ``size``."""
-    x = x.float() / 127.5 - 1.0 if x.dtype == torch.uint8 else x.float()  # (N, C, H, W)
-    if size is not None and tuple(x.shape[-2:]) != (size, size):
-        x = F.interpolate(
-            x, size=(size, size), mode="bilinear", antialias=True, align_corners=False
-        )
-        x = x.clamp_(-1.0, 1.0)
-    return x
-
-
-def to_model_range(arr: np.ndarray, size: int | None) -> Tensor:
-    """uint8 0..255 or float32 -1..1 (N, C, H, W) -> float32 -1..1 tensor, resized to ``size``."""
-    return scale_to_model(torch.from_numpy(np.ascontiguousarray(arr)), size)
 
 
 def load_training_set(path: str | Path, split: str | None = None) -> ImageSet:

@@ -16,16 +16,13 @@ checkpoints, logging and sample grids. Run folder layout::
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import os
-import shutil
 import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -33,7 +30,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from gan_models.config import TrainParams, dump_yaml, load_params
+from gan_models.config import dump_yaml, load_params
 from gan_models.data.format import ImageSet
 from gan_models.errors import ConfigError, GanopsError
 from gan_models.families import get_family
@@ -47,29 +44,23 @@ from gan_models.training.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
+from gan_models.training.device import autocast, deterministic_mode, select_device
 from gan_models.training.ema import EMA
+from gan_models.training.generate import generate_from_latents, generate_images
+from gan_models.training.params import TrainParams
 from gan_models.training.profile import resolve_profile
+from gan_models.training.run_dir import (
+    check_resume_config,
+    clear_run,
+    restart_reason,
+    truncate_stats,
+    write_curves,
+)
 from gan_models.utils.determinism import lineage as determinism_lineage
-from gan_models.utils.determinism import pinned_threads
 from gan_models.utils.images import interleave_pairs, save_grid_png
 from gan_models.utils.io import atomic_path, write_json_atomic, write_text_atomic
 
 log = logging.getLogger("ganops.train")
-
-# Keys that may differ between a run and its resumption: they change bookkeeping, not results.
-RESUMABLE_CHANGES = {
-    "train.steps",
-    "data.cache_mb",
-    "data.prefetch",
-    "train.progress",
-    "train.checkpoint_every",
-    "train.keep_checkpoints",
-    "train.log_every",
-    "train.sample_every",
-    "train.fid_every",
-    "train.fid_samples",
-    "train.fid_features",
-}
 
 
 class TrainingDiverged(GanopsError):
@@ -172,166 +163,15 @@ class TrainResult:
     resumed_from: int | None = None
 
 
-def select_device(name: str) -> torch.device:
-    if name != "auto":
-        if name == "cuda" and not torch.cuda.is_available():
-            raise ConfigError("train.device: cuda was asked for but no CUDA device is available")
-        if name == "mps" and not torch.backends.mps.is_available():
-            raise ConfigError("train.device: mps was asked for but MPS is not available")
-        return torch.device(name)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
-
-
-@contextlib.contextmanager
-def deterministic_mode(enabled: bool, device: torch.device) -> Iterator[None]:
-    """Bit-exact kernels while training; the process-wide flags are restored afterwards."""
-    prev = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark)
-    if enabled and device.type == "cuda":
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.use_deterministic_algorithms(enabled)
-    torch.backends.cudnn.benchmark = not enabled and device.type == "cuda"
-    try:
-        with pinned_threads(enabled and device.type == "cpu"):  # CPU sums split by threads
-            yield
-    finally:
-        torch.use_deterministic_algorithms(prev[0])
-        torch.backends.cudnn.benchmark = prev[1]
-
-
-def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        out.update(_flatten(v, key + ".") if isinstance(v, dict) else {key: v})
-    return out
-
-
-def _check_resume_config(saved: TrainParams, new: TrainParams, run_dir: Path) -> None:
-    a, b = _flatten(saved.to_dict()), _flatten(new.to_dict())
-    changed = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
-    changed = [k for k in changed if k not in RESUMABLE_CHANGES and k != "name"]
-    if changed:
-        raise ConfigError(
-            f"--resume: {run_dir} was trained with other params; these keys differ: "
-            + ", ".join(f"{k} ({a.get(k)!r} -> {b.get(k)!r})" for k in changed)
-        )
-
-
-def _make_optimizer(params: TrainParams, group: str, modules: list[nn.Module], extra=None):
+def _make_optimizer(
+    params: TrainParams, family: Family, group: str, modules: list[nn.Module], extra=None
+):
     t = params.train
-    lr = t.lr_d if (group == "D" and t.lr_d is not None) else t.lr
+    lr = t.lr_d if (group in family.critic_groups and t.lr_d is not None) else t.lr
     weights = [p for m in modules for p in m.parameters()]
     if t.optimizer == "rmsprop":
         return torch.optim.RMSprop(weights, lr=lr, **(extra or {}))
     return torch.optim.Adam(weights, lr=lr, betas=t.betas, **(extra or {}))
-
-
-TRAINER_FILES = (
-    "checkpoints",
-    "samples",
-    "stats.jsonl",
-    "run.json",
-    "generator.safetensors",
-    "curves",
-)
-
-
-def restart_reason(run_dir: Path, params: TrainParams) -> str | None:
-    """Why an ``"auto"`` resume must start over, or None when the run can be continued."""
-    if (run_dir / "run.json").exists():
-        return "the run there is finished"
-    if not (run_dir / "config.yaml").exists():
-        return "no config.yaml next to the checkpoints"
-    try:
-        _check_resume_config(load_params(run_dir / "config.yaml", TrainParams), params, run_dir)
-    except ConfigError as e:
-        return str(e)
-    return None
-
-
-def _clear_run(run_dir: Path) -> None:
-    """Remove what the trainer wrote (other files in the folder are left alone)."""
-    for name in TRAINER_FILES:
-        path = run_dir / name
-        if path.is_dir():
-            shutil.rmtree(path)
-        else:
-            path.unlink(missing_ok=True)
-
-
-def write_curves(run_dir: Path) -> None:
-    """CSV views of stats.jsonl for plotting tools (DVC plots): losses per logged step, FID."""
-    records = [json.loads(x) for x in (run_dir / "stats.jsonl").read_text().splitlines() if x]
-    loss_rows = [r for r in records if any(k.endswith("/loss") for k in r)]
-    fid_rows = [r for r in records if "fid" in r]
-    keys = sorted({k for r in loss_rows for k in r if "/" in k})
-    tables = {
-        "losses.csv": (["step", *keys, "images_per_s"], loss_rows),
-        "fid.csv": (["step", "fid"], fid_rows),
-    }
-    for name, (cols, rows) in tables.items():
-        lines = [",".join(cols)]
-        lines += [",".join("" if r.get(c) is None else repr(r[c]) for c in cols) for r in rows]
-        write_text_atomic(run_dir / "curves" / name, "\n".join(lines) + "\n")
-
-
-def _truncate_stats(path: Path, step: int) -> None:
-    """Drop records past ``step`` so a resumed run's stats read as one uninterrupted run."""
-    if not path.exists():
-        return
-    keep = [ln for ln in path.read_text().splitlines() if ln and json.loads(ln)["step"] <= step]
-    write_text_atomic(path, "".join(ln + "\n" for ln in keep))
-
-
-def sample_latents(n: int, latent_dim: int, seed: int) -> torch.Tensor:
-    """Latents from a private CPU generator: the same seed gives the same z on every device."""
-    return torch.randn(n, latent_dim, generator=torch.Generator().manual_seed(seed))  # (n, Z)
-
-
-@torch.no_grad()
-def generate_from_latents(
-    family: Family,
-    nets: Nets,
-    z: torch.Tensor,
-    labels: torch.Tensor | None = None,
-    batch_size: int = 256,
-) -> torch.Tensor:
-    """Images (n, C, H, W) in [-1, 1] on CPU for latents ``z`` (n, Z), networks in eval mode."""
-    device = next(next(iter(nets.values())).parameters()).device
-    was_training = {k: m.training for k, m in nets.items()}
-    for m in nets.values():
-        m.eval()
-    try:
-        chunks = []
-        for i in range(0, z.shape[0], batch_size):
-            y = labels[i : i + batch_size].to(device) if labels is not None else None
-            chunks.append(family.generate(nets, z[i : i + batch_size].to(device), y).float().cpu())
-    finally:
-        for k, m in nets.items():
-            m.train(was_training[k])
-    return torch.cat(chunks).clamp_(-1, 1)
-
-
-def generate_images(
-    family: Family,
-    nets: Nets,
-    params: TrainParams,
-    spec: DataSpec,
-    n: int,
-    seed: int,
-    labels: torch.Tensor | None = None,
-    batch_size: int = 256,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """n images (n, C, H, W) in [-1, 1] on CPU; conditional families get labels 0..K-1 cycled."""
-    z = sample_latents(n, params.model.latent_dim, seed)
-    if family.conditional and labels is None:
-        assert spec.num_classes
-        labels = torch.arange(n) % spec.num_classes
-    return generate_from_latents(family, nets, z, labels, batch_size), labels
 
 
 def train(
@@ -371,7 +211,7 @@ def train(
     if resume == "auto" and found:
         reason = restart_reason(run_dir, params)
         if reason:
-            _clear_run(run_dir)
+            clear_run(run_dir)
             found = None
             log.info("starting over in %s: %s", run_dir, reason)
     elif found and not resume:
@@ -381,7 +221,7 @@ def train(
         )
     if resume is True and (run_dir / "config.yaml").exists():
         saved = load_params(run_dir / "config.yaml", TrainParams)
-        _check_resume_config(saved, params, run_dir)
+        check_resume_config(saved, params, run_dir)
 
     run_dir.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(run_dir / "log.txt")
@@ -399,13 +239,6 @@ def train(
     finally:
         log.removeHandler(handler)
         handler.close()
-
-
-def _autocast(device: torch.device, amp: str):
-    if amp == "none":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if amp == "bf16" else torch.float16
-    return torch.autocast(device.type, dtype=dtype)
 
 
 def _train(
@@ -451,6 +284,7 @@ def _train(
     optims = {
         g: _make_optimizer(
             params,
+            family,
             g,
             [nets[n] for n in names],
             profile.optimizer_kwargs([p for n in names for p in nets[n].parameters()]),
@@ -480,7 +314,7 @@ def _train(
         stream.load_state_dict(state["data"])
         set_rng_state(state["rng"])
         saved_window = state.get("log_window")  # absent in checkpoints of older versions
-        _truncate_stats(stats_path, start)
+        truncate_stats(stats_path, start)
         log.info("resumed from %s (step %d)", path.name, start)
     else:
         stats_path.unlink(missing_ok=True)
@@ -543,7 +377,7 @@ def _train(
                 for _ in range(phase.repeats):
                     batch = stream.next() if phase.needs_batch else None
                     opt.zero_grad(set_to_none=True)
-                    with _autocast(device, profile.amp):
+                    with autocast(device, profile.amp):
                         out = phase.loss(nets, batch, ctx)
                     loss = out["loss"]
                     if scaler is not None:
