@@ -19,10 +19,13 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
+# The command groups, mounted under their names by _mount_subapps.
 bench_app = typer.Typer(
     help="Benchmarks that report ratios against a reference run.", no_args_is_help=True
 )
-app.add_typer(bench_app, name="bench")
+features_app = typer.Typer(help="Feature extractors for the metrics.", no_args_is_help=True)
+data_app = typer.Typer(help="Fetch, validate and preprocess datasets.", no_args_is_help=True)
+GROUPS = {"bench": bench_app, "features": features_app, "data": data_app}
 
 SetOpt = Annotated[
     list[str] | None,
@@ -30,28 +33,31 @@ SetOpt = Annotated[
 ]
 
 
-features_app = typer.Typer(help="Feature extractors for the metrics.", no_args_is_help=True)
-app.add_typer(features_app, name="features")
-
-
 def _mount_subapps() -> None:
-    from gan_models.data.cli import app as data_app
+    """The commands other modules define, all mounted one way, then the groups.
 
-    app.add_typer(data_app, name="data", help="Fetch, validate and preprocess datasets.")
+    Each module has a ``register_commands(typer_app)`` that adds its commands to the app it is
+    given; which app (the top level or a group) is decided here alone.
+    """
+    from gan_models import services_cli
+    from gan_models.data import cli as data_cli
+    from gan_models.data import stage_cli
+    from gan_models.explore import cli as explore_cli
+    from gan_models.tracking import cli as tracking_cli
+    from gan_models.tuning import cli as tuning_cli
 
-    from gan_models.services_cli import register_commands as register_services
-    from gan_models.tracking.cli import register_commands
-
-    register_commands(app)
-    register_services(app)
-
-    from gan_models.explore.cli import explore_cmd
-
-    app.command("explore")(explore_cmd)
-
-    from gan_models.tuning.cli import register_commands as register_tuning
-
-    register_tuning(app, bench_app)
+    for register, target in (
+        (tracking_cli.register_commands, app),  # register, promote
+        (services_cli.register_commands, app),  # up, down, status
+        (explore_cli.register_commands, app),  # explore
+        (tuning_cli.register_commands, app),  # tune
+        (tuning_cli.register_bench_commands, bench_app),  # bench tune
+        (data_cli.register_commands, data_app),  # data fetch, data sources
+        (stage_cli.register_commands, data_app),  # data validate, data preprocess
+    ):
+        register(target)
+    for name, group in GROUPS.items():
+        app.add_typer(group, name=name)
 
 
 @app.command("train")
@@ -85,7 +91,8 @@ def train_cmd(
     ] = None,
 ) -> None:
     """Train a GAN family as a params file describes (tracked in MLflow unless --no-track)."""
-    from gan_models.config import TrainParams, dump_yaml, load_params
+    from gan_models.config import dump_yaml, load_params
+    from gan_models.training.params import TrainParams
 
     p = load_params(params, TrainParams, set_)
     if dry_run:
@@ -162,7 +169,8 @@ def summary_cmd(
     run_dir: Annotated[Path, typer.Argument(help="an evaluated run folder")] = Path("runs/train"),
 ) -> None:
     """Print a run's metrics, where its figures and reports are, and how to open the UIs."""
-    from gan_models.metrics.evaluate import METRICS_FILE, format_metrics_table
+    from gan_models.metrics.evaluate import METRICS_FILE
+    from gan_models.metrics.report import format_metrics_table
 
     path = run_dir / METRICS_FILE
     if not path.is_file():
@@ -192,9 +200,9 @@ def families_cmd(
         Path, typer.Option("--params-dir", help="where the presets (PARAMS files) live")
     ] = Path("params"),
 ) -> None:
-    """List every GAN family with the data it needs and its presets."""
-    from gan_models.config import find_presets
+    """List every GAN family with the data it needs, its own options and its presets."""
     from gan_models.families import FAMILIES
+    from gan_models.training.params import find_presets
 
     presets = find_presets(params_dir)
     for f in FAMILIES.values():
@@ -204,6 +212,11 @@ def families_cmd(
         if f.conditional:
             needs += " with labels"
         typer.echo(f"{f.name:10s} {f.description}\n{'':10s} data: {needs}; paper: {f.paper}")
+        for section, options in f.options.items():
+            for key, field in options.model_fields.items():
+                typer.echo(
+                    f"{'':10s} option: {section}.{key} = {field.default!r}: {field.description}"
+                )
         for path, p in presets.get(f.name, []):
             t = p.train
             amp = f", {t.amp} autocast" if t.amp != "none" else ""
@@ -270,7 +283,7 @@ def evaluate_cmd(
         load_evaluate_params,
         load_features_params,
     )
-    from gan_models.metrics.evaluate import format_metrics_table
+    from gan_models.metrics.report import format_metrics_table
 
     # Both sections are checked before either loads: a mistyped section is an error, not skipped.
     check_override_keys(set_, {"evaluate": EvaluateParams, "features": FeaturesParams})
@@ -323,23 +336,6 @@ def bench_eval_cmd(
         f"(forward work alone {result['forward_only_images_per_s']:.1f} img/s, ratio {result['ratio']:.3f})"
     )
     typer.echo(json.dumps(result))
-
-
-@bench_app.command("pipeline")
-def bench_pipeline_cmd(
-    preset: Annotated[
-        str, typer.Option(help="training preset")
-    ] = "params/dcgan-mnist5k-small.yaml",
-    tiny: Annotated[bool, typer.Option(help="8x8 digits, a few steps")] = False,
-) -> None:
-    """Orchestration overhead: the pipeline flow's wall time against its stages' own time."""
-    if not tiny:  # a bad preset is refused here, before a scratch checkout and a Prefect server
-        from gan_models.config import load_params
-
-        load_params(preset)
-    from flows.bench import main as bench_main
-
-    bench_main(["--tiny"] if tiny else ["--preset", preset])
 
 
 def _check_bench_train(

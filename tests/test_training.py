@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 import torch
 
-from gan_models.config import TrainParams
 from gan_models.data.format import write_imageset
 from gan_models.errors import ConfigError, GanopsError
 from gan_models.families import FAMILIES
 from gan_models.sampling import RunGenerator
 from gan_models.training import StepInfo, TrainingDiverged, train
-from gan_models.training.loop import TrainingInterrupted
+from gan_models.training.stop import TrainingInterrupted
+from gan_models.training.params import TrainParams
 
 # The image families; the translation, super-resolution and style families are in test_zoo.py.
 FAMILY_NAMES = ["cgan", "dcgan", "vanilla", "wgan", "wgan-gp"]

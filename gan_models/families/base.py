@@ -39,6 +39,8 @@ from gan_models.errors import ConfigError
 
 if TYPE_CHECKING:
     from gan_models.data.format import ImageSet
+    from gan_models.metrics.config import EvaluateParams
+    from gan_models.metrics.extractor import FeatureExtractor
     from gan_models.training.params import TrainParams
 
 Nets = dict[str, nn.Module]
@@ -86,6 +88,30 @@ LossFn = Callable[[Nets, Batch | None, StepContext], Losses]
 SampleInputsFn = Callable[["TrainParams", DataSpec, "ImageSet", int, int], Tensor]
 # styled(nets, z, psi, z2, crossover) -> images (N, C, H, W) in [-1, 1]
 StyledFn = Callable[[Nets, Tensor, float, Tensor | None, int | None], Tensor]
+
+
+@dataclass
+class EvaluationPlan:
+    """How evaluation scores a family whose generator does not draw from latents alone.
+
+    ``real_train`` is the reference split the generated images are scored against and
+    ``real_test`` the held-out one (FID floor, memorisation baseline); ``inputs`` is where
+    ``generate`` draws its inputs (None: latents); at most ``max_samples`` images are generated
+    (each held-out input once); ``metrics`` holds the family's own results by registered metric
+    name (``gan_models.metrics.registry``: ``translation``, ``super_resolution``).
+    """
+
+    real_train: ImageSet
+    real_test: ImageSet
+    inputs: ImageSet | None = None
+    max_samples: int | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+# evaluation(params, spec, nets, extractor, evaluate) -> the plan of ``ganops evaluate``
+EvaluationFn = Callable[
+    ["TrainParams", DataSpec, Nets, "FeatureExtractor", "EvaluateParams"], EvaluationPlan
+]
 
 
 class FamilyOptions(BaseModel):
@@ -144,6 +170,10 @@ class Family:
     # crossover (None: half of them). Their G has ``mapping`` (z -> w, ``w_avg``) and
     # ``synthesis(ws, noise)``, which the explorer exports as two graphs. None: plain latents.
     styled: StyledFn | None = None
+    # How ``ganops evaluate`` scores the family when it is not the latent default (train/test
+    # splits of the processed dataset, latents, the registered metrics only): image-to-image
+    # families give their reference splits, held-out inputs and own metrics (EvaluationPlan).
+    evaluation: EvaluationFn | None = None
     # The family's own keys: {"model": OptionsModel, "loss": OptionsModel}. They appear in the
     # params under those sections and are validated by these models (see ``FamilyOptions``).
     options: dict[str, type[FamilyOptions]] = field(default_factory=dict)

@@ -31,6 +31,7 @@ training (see :class:`InputBank`).
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
@@ -38,11 +39,13 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
-from gan_models.data.splits import to_model_range
+from gan_models.data.format import ImageSet
+from gan_models.data.splits import dataset_name, load_unpaired_split, to_model_range
 from gan_models.errors import ConfigError, GanopsError
 from gan_models.families.base import (
     Batch,
     DataSpec,
+    EvaluationPlan,
     Family,
     FamilyOptions,
     Losses,
@@ -51,9 +54,12 @@ from gan_models.families.base import (
     StepContext,
 )
 from gan_models.losses import d_loss, g_loss
+from gan_models.metrics.image_to_image import translation_metrics
+from gan_models.metrics.reference import reference_stats
 
 if TYPE_CHECKING:
-    from gan_models.data.format import ImageSet
+    from gan_models.metrics.config import EvaluateParams
+    from gan_models.metrics.extractor import FeatureExtractor
     from gan_models.training.params import TrainParams
 
 DEFAULT_RES_BLOCKS = 6  # the paper's choice for 128 px; 9 for 256 px
@@ -380,6 +386,49 @@ class CycleGANLoss(FamilyOptions):
     pool_size: int = Field(50, ge=0, description="history of generated images shown to D (0 = off)")
 
 
+def evaluation(
+    params: TrainParams,
+    spec: DataSpec,
+    nets: Nets,
+    extractor: FeatureExtractor,
+    evaluate: EvaluateParams,
+) -> EvaluationPlan:
+    """The family's ``evaluation`` hook: translations of held-out inputs.
+
+    The metrics table scores the test split's a -> b translations (each input once) against b's
+    train and test splits; ``translation`` adds both directions' FID, each next to its floor and
+    the untranslated inputs' FID, and the cycle errors (:func:`translation_metrics`).
+    """
+    root, size = Path(params.data.path), spec.image_size
+    train_ab, test_ab = (load_unpaired_split(root, s, size) for s in ("train", "test"))
+    name = dataset_name(params)
+    refs = {
+        k: reference_stats(
+            train_ab[k],
+            extractor,
+            split=f"{name}:{k}/train",
+            cache_dir=evaluate.cache_dir,
+            max_features=evaluate.max_reference_features,
+        )
+        for k in ("a", "b")
+    }
+    translation = translation_metrics(
+        nets,
+        torch.from_numpy(test_ab["a"]),
+        torch.from_numpy(test_ab["b"]),
+        extractor=extractor,
+        ref_a=refs["a"],
+        ref_b=refs["b"],
+    )
+    return EvaluationPlan(
+        real_train=ImageSet({"images": train_ab["b"]}, None, {"name": f"{name}:b/train"}),
+        real_test=ImageSet({"images": test_ab["b"]}, None, {"name": f"{name}:b/test"}),
+        inputs=ImageSet({"a": test_ab["a"]}, None, {"kind": "unpaired"}),
+        max_samples=len(test_ab["a"]),
+        metrics={"translation": translation},
+    )
+
+
 FAMILY = Family(
     name="cyclegan",
     description="two ResNet generators, PatchGAN critics, LSGAN + cycle + identity losses",
@@ -395,6 +444,7 @@ FAMILY = Family(
     allowed_losses=("lsgan", "nonsaturating", "hinge"),
     check=check,
     sample_inputs=sample_inputs,
+    evaluation=evaluation,
     # No latents (its input is an image), instance norm in fixed places, one D step per step,
     # no R1.
     reads=frozenset({"model.width", "loss.type"}),

@@ -37,11 +37,12 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
-from gan_models.data.splits import to_model_range
+from gan_models.data.splits import load_split, to_model_range
 from gan_models.errors import ConfigError
 from gan_models.families.base import (
     Batch,
     DataSpec,
+    EvaluationPlan,
     Family,
     FamilyOptions,
     Losses,
@@ -53,10 +54,13 @@ from gan_models.families.common import d_losses
 from gan_models.families.cyclegan import InputBank, seeded_indices
 from gan_models.layers import maybe_sn, norm2d
 from gan_models.losses import g_loss
+from gan_models.metrics.image_to_image import super_resolution_metrics
 from gan_models.metrics.ssim import gaussian_window, psnr, ssim
 
 if TYPE_CHECKING:
     from gan_models.data.format import ImageSet
+    from gan_models.metrics.config import EvaluateParams
+    from gan_models.metrics.extractor import FeatureExtractor
     from gan_models.training.params import TrainParams
 
 DEFAULT_RES_BLOCKS = 16  # the paper's B
@@ -314,6 +318,31 @@ class SRGANLoss(FamilyOptions):
     )
 
 
+def evaluation(
+    params: TrainParams,
+    spec: DataSpec,
+    nets: Nets,
+    extractor: FeatureExtractor,
+    evaluate: EvaluateParams,
+) -> EvaluationPlan:
+    """The family's ``evaluation`` hook: super-resolution of the held-out images.
+
+    Each test image is super-resolved once from its bicubic downsampling (what
+    :func:`sample_inputs` makes of it); ``super_resolution`` adds PSNR and SSIM of the generator
+    and of bicubic upsampling (:func:`super_resolution_metrics`).
+    """
+    train, test = (load_split(params.data.path, s, spec.image_size) for s in ("train", "test"))
+    hr = torch.from_numpy(test.images)  # (N, C, H, W)
+    lr = downsample(hr, params.model.scale)
+    return EvaluationPlan(
+        real_train=train,
+        real_test=test,
+        inputs=test,
+        max_samples=len(test.images),
+        metrics={"super_resolution": super_resolution_metrics(nets, lr, hr)},
+    )
+
+
 FAMILY = Family(
     name="srgan",
     description="super-resolution: SRResNet with sub-pixel upsampling, content + adversarial",
@@ -326,6 +355,7 @@ FAMILY = Family(
     allowed_losses=("nonsaturating", "lsgan", "hinge"),
     check=check,
     sample_inputs=sample_inputs,
+    evaluation=evaluation,
     # No latents (its input is the low-res image), no R1.
     reads=frozenset(
         {"model.width", "model.d_norm", "model.spectral_norm", "loss.type", "loss.n_critic"}

@@ -18,14 +18,12 @@ from __future__ import annotations
 
 import json
 import logging
-import signal
 import sys
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 from torch import nn
@@ -56,6 +54,7 @@ from gan_models.training.run_dir import (
     truncate_stats,
     write_curves,
 )
+from gan_models.training.stop import StopRequest, TrainingInterrupted
 from gan_models.utils.determinism import lineage as determinism_lineage
 from gan_models.utils.images import interleave_pairs, save_grid_png
 from gan_models.utils.io import atomic_path, write_json_atomic, write_text_atomic
@@ -65,67 +64,6 @@ log = logging.getLogger("ganops.train")
 
 class TrainingDiverged(GanopsError):
     """A loss became NaN or infinite."""
-
-
-class TrainingInterrupted(GanopsError):
-    """Training was stopped by SIGINT (Ctrl-C) after a completed step, checkpointed there.
-
-    The checkpoint holds the networks, EMA, optimizers, data position, RNG and logging window of
-    that step, so ``--resume`` continues exactly as an uninterrupted run would have.
-    """
-
-    exit_code = 130  # the shell's convention for a process stopped by SIGINT
-
-    def __init__(self, message: str, step: int):
-        super().__init__(message)
-        self.step = step
-
-
-class _StopRequest:
-    """SIGINT sets a flag that the loop reads between steps, so a step is never cut in two.
-
-    Before the loop (``armed`` false: loading data, building networks) SIGINT interrupts at
-    once, as Python's own handler does; once training is complete (``finishing``) the run's
-    last files are written first. A second SIGINT interrupts at once (KeyboardInterrupt, no new
-    checkpoint). Outside the main thread Python delivers no signals to the trainer, so nothing
-    is installed there.
-    """
-
-    def __init__(self) -> None:
-        self.requested = False
-        self.armed = False
-        self.finishing = False
-        self._previous: Any = None
-        self._installed = False
-
-    def _handle(self, signum, frame) -> None:
-        if self.requested or not self.armed:
-            raise KeyboardInterrupt
-        self.requested = True
-        what = (
-            "training is complete; writing its last files"
-            if self.finishing
-            else "stopping after the step in progress and checkpointing it"
-        )
-        print(
-            f"interrupt: {what} (Ctrl-C again stops at once, without a new checkpoint)",
-            file=sys.stderr,
-            flush=True,
-        )
-
-    def __enter__(self) -> _StopRequest:
-        if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
-            self._installed = True
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self._installed:
-            previous = self._previous  # None: set outside Python; SIG_DFL is falsy but valid
-            signal.signal(
-                signal.SIGINT, signal.default_int_handler if previous is None else previous
-            )
-            self._installed = False
 
 
 @dataclass
@@ -232,7 +170,7 @@ def train(
         with (
             deterministic_mode(deterministic, device),
             resolve_profile(t.profile, t.amp, device).flags(),
-            _StopRequest() as stop,  # Ctrl-C handling until the run's last file is written
+            StopRequest() as stop,  # Ctrl-C handling until the run's last file is written
         ):
             resume_from = found if resume else None
             return _train(params, family, run_dir, device, resume_from, data, callbacks, stop)
@@ -249,7 +187,7 @@ def _train(
     resume_from: tuple[int, Path] | None,
     data: ImageSet | None,
     callbacks: Sequence[Callable[[StepInfo], None]],
-    stop: _StopRequest,
+    stop: StopRequest,
 ) -> TrainResult:
     t = params.train
     torch.manual_seed(t.seed)
@@ -273,8 +211,8 @@ def _train(
         family.check(params, spec)
 
     if t.fid_every:
-        from gan_models.evaluation import fid_callback
         from gan_models.metrics.config import FeaturesParams
+        from gan_models.training.fid import fid_callback
 
         with torch.random.fork_rng(devices=[]):  # FID during training must not change the run
             callbacks = [fid_callback(params, FeaturesParams(device=device.type)), *callbacks]

@@ -1,4 +1,4 @@
-"""One trial of a study, in whichever process trains it (see :mod:`gan_models.tuning.study`).
+"""One trial of a study, in whichever process trains it (see :mod:`gan_models.tuning.controller`).
 
 The controller has asked for the trial, so its params are in the storage; :func:`run_trial`
 trains them with :func:`gan_models.tracking.tracked_train` (a run nested under the study's
@@ -17,17 +17,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from gan_models.errors import ConfigError, GanopsError
-from gan_models.tuning.study import (
-    Tuning,
+from gan_models.tuning.inputs import Tuning, trial_params, trial_values
+from gan_models.tuning.optuna_import import import_optuna
+from gan_models.tuning.storage import (
     display_url,
     fail_and_retry,
     find_trial,
-    import_optuna,
     make_storage,
     open_study,
     root_trial_number,
-    trial_params,
-    trial_values,
 )
 
 
@@ -87,7 +85,7 @@ def run_trial(tuning: Tuning, number: int, parent_run_id: str | None = None) -> 
     optuna = import_optuna()
     from optuna.trial import TrialState
 
-    from gan_models.training.loop import TrainingInterrupted
+    from gan_models.training.stop import TrainingInterrupted
 
     storage = make_storage(tuning)
     # The controller sampled the params: this process needs no sampler of its own.
@@ -178,7 +176,7 @@ def _train(tuning, params, run_dir, cb, number, root, parent_run_id):
 def _parent_experiment(tuning: Tuning, run_id: str) -> str | None:
     from mlflow.tracking import MlflowClient
 
-    from gan_models.tracking.mlflow_tracking import resolve_tracking_uri
+    from gan_models.tracking.store import resolve_tracking_uri
 
     client = MlflowClient(resolve_tracking_uri(tuning.tracking_uri))
     return client.get_experiment(client.get_run(run_id).info.experiment_id).name
@@ -190,7 +188,7 @@ def _mark_mlflow(run_dir: Path, state: str, fid: float | None, error, tuning: Tu
         return
     from mlflow.tracking import MlflowClient
 
-    from gan_models.tracking.mlflow_tracking import read_run_ref
+    from gan_models.tracking.run_ref import read_run_ref
 
     ref = read_run_ref(run_dir)
     if ref is None:
