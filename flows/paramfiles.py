@@ -125,7 +125,7 @@ def _section_loader(section: str) -> Callable[[Path], Any]:
         from gan_models.config import load_section
 
         if section == "validate":
-            from gan_models.data.validate import ValidateParams as model
+            from gan_models.data.gx_suite import ValidateParams as model
         elif section == "preprocess":
             from gan_models.data.preprocess import PreprocessParams as model
         elif section == "features":
@@ -135,7 +135,7 @@ def _section_loader(section: str) -> Callable[[Path], Any]:
         elif section == "tune":
             from gan_models.tuning.config import TuneParams as model
         else:
-            from gan_models.tracking.registry import RegisterParams as model
+            from gan_models.tracking.gate import RegisterParams as model
         return load_section(path, section, model)
 
     return load

@@ -19,9 +19,10 @@ from PIL import Image
 
 from gan_models.cli import main
 from gan_models.data import SOURCES, Source, fetch, read_imageset
-from gan_models.data.canonical import MNIST_FILES, parse_idx
+from gan_models.data.canonical import MNIST_FILES
 from gan_models.data.download import RemoteFile
 from gan_models.data.format import KINDS
+from gan_models.data.idx import parse_idx
 from gan_models.errors import DataError
 from gan_models.utils.io import sha256_file
 

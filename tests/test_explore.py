@@ -37,8 +37,8 @@ from gan_models.explore.server import make_server
 from gan_models.families import FAMILIES
 from gan_models.families.base import Family
 from gan_models.sampling import RunGenerator
-from gan_models.tracking.mlflow_tracking import using_tracking_uri
 from gan_models.tracking.registry import register_run
+from gan_models.tracking.store import using_tracking_uri
 from gan_models.training import train
 from gan_models.training.loop import generate_from_latents, sample_latents
 from gan_models.utils.images import to_uint8

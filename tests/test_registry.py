@@ -21,16 +21,12 @@ from mlflow_server import shared_mlflow_server, tiny_params_yaml, write_bars
 from gan_models.errors import ConfigError, GanopsError
 from gan_models.sampling import RunGenerator
 from gan_models.tracking.cli import register_commands
-from gan_models.tracking.mlflow_tracking import RUN_REF_FILE, read_run_ref, using_tracking_uri
+from gan_models.tracking.gate import GateMetrics, RegisterParams, gate, load_register_params
 from gan_models.tracking.model import load_registered_generator
-from gan_models.tracking.registry import (
-    GateMetrics,
-    RegisterParams,
-    gate,
-    load_register_params,
-    promote,
-    register_run,
-)
+from gan_models.tracking.promotion import promote
+from gan_models.tracking.registry import register_run
+from gan_models.tracking.run_ref import RUN_REF_FILE, read_run_ref
+from gan_models.tracking.store import using_tracking_uri
 from gan_models.training import train
 from gan_models.training.loop import sample_latents
 

@@ -20,16 +20,11 @@ from PIL import Image
 from gan_models.config import TrainParams, load_params
 from gan_models.errors import GanopsError
 from gan_models.tracking import lineage as L
-from gan_models.tracking.mlflow_tracking import (
-    RUN_REF_FILE,
-    default_tracking_uri,
-    log_evaluation,
-    read_run_ref,
-    resolve_tracking_uri,
-    tracked_train,
-    using_tracking_uri,
-)
+from gan_models.tracking.evaluation_log import log_evaluation
+from gan_models.tracking.run_ref import RUN_REF_FILE, read_run_ref
 from gan_models.tracking.server import free_port, start_mlflow_server, stop_process
+from gan_models.tracking.store import default_tracking_uri, resolve_tracking_uri, using_tracking_uri
+from gan_models.tracking.training_run import tracked_train
 from gan_models.utils.io import sha256_file
 
 

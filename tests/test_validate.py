@@ -13,14 +13,11 @@ from typer.testing import CliRunner
 
 from gan_models.config import load_section
 from gan_models.data.format import write_imageset
+from gan_models.data.gx_suite import ValidateParams, validate_table
+from gan_models.data.image_stats import image_stats_table
 from gan_models.data.stage_cli import register_commands
-from gan_models.data.validate import (
-    ValidateParams,
-    ValidationResult,
-    image_stats_table,
-    validate_dataset,
-    validate_table,
-)
+from gan_models.data.validate import validate_dataset
+from gan_models.data.validation_report import ValidationResult
 from gan_models.errors import ConfigError, DataError, GanopsError
 
 REPO = Path(__file__).resolve().parents[1]

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from gan_models.data.sources import Loaded
+from gan_models.data.loaded import Loaded
 from gan_models.errors import DataError
 from gan_models.utils.io import sha256_file
 

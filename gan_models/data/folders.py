@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from gan_models.data.sources import Loaded
+from gan_models.data.loaded import Loaded
 from gan_models.errors import DataError
 
 IMAGE_EXTENSIONS = frozenset(

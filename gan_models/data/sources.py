@@ -26,29 +26,18 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from gan_models.data.format import write_imageset
+from gan_models.data.loaded import Loaded
 from gan_models.errors import DataError
 
 if TYPE_CHECKING:
     from gan_models.data.download import RemoteFile
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
-
-
-@dataclass
-class Loaded:
-    """What a source yields: named uint8 arrays (N, C, H, W), optional labels and lineage."""
-
-    arrays: dict[str, np.ndarray]
-    labels: np.ndarray | None = None
-    class_names: list[str] | None = None
-    origin: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,8 @@ def validate_command(
     ),
 ) -> None:
     """Check a dataset against the expectation suite; write HTML data docs; fail on any breach."""
-    from gan_models.data.validate import ValidateParams, validate_dataset
+    from gan_models.data.gx_suite import ValidateParams
+    from gan_models.data.validate import validate_dataset
 
     p = load_section(params, "validate", ValidateParams, _section_overrides("validate", set_))
     report = report_dir if report_dir is not None else Path("reports/validation") / name

@@ -57,12 +57,9 @@ def register_commands(app: typer.Typer) -> None:
         ] = None,
     ) -> None:
         """Register a run's generator as a new model version and alias it 'challenger'."""
-        from gan_models.tracking.registry import (
-            CHALLENGER,
-            load_register_params,
-            promote,
-            register_run,
-        )
+        from gan_models.tracking.gate import CHALLENGER, load_register_params
+        from gan_models.tracking.promotion import promote
+        from gan_models.tracking.registry import register_run
         from gan_models.utils.io import write_json_atomic
 
         gate = load_register_params(params) if then_promote else None
@@ -108,7 +105,8 @@ def register_commands(app: typer.Typer) -> None:
         tracking_uri: UriOpt = None,
     ) -> None:
         """Make the challenger the champion if it is better (FID CI, precision, recall)."""
-        from gan_models.tracking.registry import load_register_params, promote
+        from gan_models.tracking.gate import load_register_params
+        from gan_models.tracking.promotion import promote
 
         if version is not None and version < 1:
             raise GanopsError(f"--version: expected a version number >= 1, got {version}")

@@ -164,7 +164,7 @@ def load_registered_generator(
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    from gan_models.tracking.mlflow_tracking import (
+    from gan_models.tracking.store import (
         check_reachable,
         resolve_tracking_uri,
         using_tracking_uri,

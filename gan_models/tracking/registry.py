@@ -1,184 +1,37 @@
-"""The model registry: registering evaluated runs and the champion/challenger promotion gate.
+"""Registering evaluated runs as versions of a registered model.
 
 A registered model is named ``<family>-<dataset>`` (``dcgan-mnist5k``). ``register_run`` adds a
-version from a run folder, copies its metrics and lineage onto the version as tags and points
-the ``challenger`` alias at it. ``promote`` moves ``champion`` to the challenger only when it is
-better: a lower FID whose 95% bootstrap interval does not overlap the champion's (or a FID lower
-by at least ``fid_margin`` when that is set), and precision and recall no worse than the
-champion's by more than ``pr_tolerance``. Every decision is written onto the version
-(``promotion.decision``, ``promotion.reason``, ``promotion.compared_to``).
+version from a run folder, copies its metrics and lineage onto the version as tags (those the
+promotion gate reads among them) and points the ``challenger`` alias at it; promoting it to
+``champion`` is :mod:`gan_models.tracking.promotion`'s job.
 """
 
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import json
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import Field
-
-from gan_models.config import Section, TrainParams, load_params, load_section
+from gan_models.config import load_params
 from gan_models.errors import ConfigError, GanopsError
 from gan_models.tracking import lineage as L
+from gan_models.tracking.attach import attach_run
 from gan_models.tracking.card import model_card
-from gan_models.tracking.mlflow_tracking import (
-    EVAL_PREFIX,
-    attach_run,
-    check_reachable,
-    final_step,
-    log_evaluation,
-    run_ref_extra,
-    update_run_ref,
-    using_tracking_uri,
-)
+from gan_models.tracking.evaluation_log import EVAL_PREFIX, final_step, log_evaluation
+from gan_models.tracking.gate import CHALLENGER
 from gan_models.tracking.model import MODEL_NAME_IN_RUN, check_run_folder, log_generator_model
+from gan_models.tracking.run_ref import run_ref_extra, update_run_ref
+from gan_models.tracking.store import using_tracking_uri
+from gan_models.training.params import TrainParams
 from gan_models.utils.io import sha256_file
 
 if TYPE_CHECKING:
     from mlflow.entities.model_registry import ModelVersion
 
-CHAMPION = "champion"
-CHALLENGER = "challenger"
 # Where an evaluation of a run folder is looked for, in order, when no path is given.
 METRICS_CANDIDATES = ("metrics.json", "eval/metrics.json", "evaluation/metrics.json")
-# The metrics the gate compares and the lineage that must match for them to be comparable.
-GATE_TAGS = ("fid", "fid_ci_low", "fid_ci_high", "precision", "recall")
-COMPARABILITY_TAGS = ("metrics.extractor_sha256", "metrics.n_fake", "metrics.reference_split")
-
-
-class RegisterParams(Section):
-    """The promotion gate (``register:`` in params/register.yaml)."""
-
-    fid_margin: float | None = Field(
-        None,
-        ge=0,
-        description="if set, the challenger must beat the champion's FID by at least this much "
-        "(instead of non-overlapping 95% bootstrap intervals)",
-    )
-    pr_tolerance: float = Field(
-        0.02,
-        ge=0,
-        le=1,
-        description="how much lower precision and recall may be than the champion's",
-    )
-
-
-def load_register_params(
-    path: str | Path | None = None, overrides: list[str] | None = None
-) -> RegisterParams:
-    """``register:`` of a params file; defaults when ``path`` is None."""
-    if path is None:
-        return RegisterParams()
-    return load_section(path, "register", RegisterParams, overrides)
-
-
-# ----------------------------------------------------------------------------- the gate
-
-
-@dataclass(frozen=True)
-class GateMetrics:
-    """What the gate compares, read from a version's tags."""
-
-    fid: float
-    ci_low: float
-    ci_high: float
-    precision: float
-    recall: float
-    lineage: dict[str, str] = field(default_factory=dict)
-
-    @classmethod
-    def from_tags(cls, tags: dict[str, str], what: str) -> GateMetrics:
-        missing = [k for k in GATE_TAGS if k not in tags]
-        if missing:
-            raise GanopsError(
-                f"{what} has no {', '.join(missing)} tag(s); register it from an evaluated run "
-                "(metrics.json with fid, its ci95, precision and recall)"
-            )
-        try:
-            values = [float(tags[k]) for k in GATE_TAGS]
-        except ValueError as e:
-            raise GanopsError(f"{what}: a metric tag is not a number ({e})") from None
-        return cls(*values, {k: tags[k] for k in COMPARABILITY_TAGS if k in tags})
-
-    def fid_text(self) -> str:
-        return f"{self.fid:.4g} [{self.ci_low:.4g}, {self.ci_high:.4g}]"
-
-
-def gate(
-    candidate: GateMetrics, champion: GateMetrics | None, params: RegisterParams
-) -> tuple[bool, str]:
-    """(promote?, reason): is ``candidate`` better than ``champion``? Pure; no registry access."""
-    if champion is None:
-        return True, "first version: there is no champion to compare with"
-    differ = [
-        f"{k} {candidate.lineage[k]} vs {champion.lineage[k]}"
-        for k in COMPARABILITY_TAGS
-        if k in candidate.lineage and k in champion.lineage
-        if candidate.lineage[k] != champion.lineage[k]
-    ]
-    if differ:
-        return False, "metrics are not comparable: " + "; ".join(differ)
-    failures, passes = [], []
-    if params.fid_margin is not None:
-        gain = champion.fid - candidate.fid
-        text = (
-            f"FID {candidate.fid:.4g} vs champion {champion.fid:.4g}: lower by {gain:.4g}, "
-            f"margin {params.fid_margin:g}"
-        )
-        (passes if gain >= params.fid_margin else failures).append(text)
-    elif candidate.fid >= champion.fid:
-        failures.append(
-            f"FID {candidate.fid_text()} is not lower than the champion's {champion.fid_text()}"
-        )
-    elif candidate.ci_high >= champion.ci_low:
-        failures.append(
-            f"FID {candidate.fid_text()} is lower than the champion's {champion.fid_text()} but "
-            "the 95% intervals overlap: the difference may be noise"
-        )
-    else:
-        passes.append(
-            f"FID {candidate.fid_text()} beats the champion's {champion.fid_text()} "
-            "(95% intervals do not overlap)"
-        )
-    for name in ("precision", "recall"):
-        cand, champ = getattr(candidate, name), getattr(champion, name)
-        if cand < champ - params.pr_tolerance:
-            failures.append(
-                f"{name} {cand:.4g} is below the champion's {champ:.4g} by more than "
-                f"pr_tolerance {params.pr_tolerance:g}"
-            )
-        else:
-            passes.append(f"{name} {cand:.4g} vs {champ:.4g} (tolerance {params.pr_tolerance:g})")
-    if failures:
-        return False, "; ".join(failures)
-    return True, "; ".join(passes)
-
-
-@dataclass(frozen=True)
-class PromotionDecision:
-    """The outcome of :func:`promote`, as also recorded on the version's tags."""
-
-    model_name: str
-    version: str
-    decision: str  # promoted, forced, rejected or unchanged
-    reason: str
-    compared_to: str | None  # the champion's version, if there was one
-    champion: str | None  # the champion's version after the decision
-
-    @property
-    def promoted(self) -> bool:
-        return self.decision in ("promoted", "forced")
-
-    def __str__(self) -> str:
-        against = f" against version {self.compared_to}" if self.compared_to else ""
-        return f"{self.model_name} version {self.version}: {self.decision}{against}: {self.reason}"
-
-
-# ----------------------------------------------------------------------------- registering
 
 
 def model_name_for(params: TrainParams, dataset: str) -> str:
@@ -326,89 +179,3 @@ def register_run(
     client.update_model_version(name, mv.version, description=card)
     client.set_registered_model_alias(name, CHALLENGER, mv.version)
     return client.get_model_version(name, mv.version)
-
-
-# ----------------------------------------------------------------------------- promoting
-
-
-def _alias_version(client, name: str, alias: str) -> str | None:
-    from mlflow.exceptions import MlflowException
-
-    try:
-        return client.get_model_version_by_alias(name, alias).version
-    except MlflowException:
-        return None
-
-
-def promote(
-    model_name: str,
-    *,
-    version: int | str | None = None,
-    force: bool = False,
-    params: RegisterParams | str | Path | None = None,
-    tracking_uri: str | None = None,
-) -> PromotionDecision:
-    """Make the challenger (or ``version``) the champion if the gate says it is better.
-
-    ``force`` promotes regardless and records it as forced, with what the gate said. The
-    decision, its reason and the champion it was compared to are written onto the version.
-    """
-    from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
-
-    from gan_models.tracking.mlflow_tracking import resolve_tracking_uri
-
-    if not isinstance(params, RegisterParams):
-        params = load_register_params(params)
-    uri = resolve_tracking_uri(tracking_uri)
-    check_reachable(uri)
-    client = MlflowClient(uri)
-    try:
-        client.get_registered_model(model_name)
-    except MlflowException:
-        raise GanopsError(f"{model_name}: no such registered model") from None
-    if version is None:
-        version = _alias_version(client, model_name, CHALLENGER)
-        if version is None:
-            raise GanopsError(
-                f"{model_name}: no version has the {CHALLENGER!r} alias; pass --version"
-            )
-    version = str(version)
-    try:
-        candidate = client.get_model_version(model_name, version)
-    except MlflowException:
-        raise GanopsError(f"{model_name}: version {version} does not exist") from None
-    champ_version = _alias_version(client, model_name, CHAMPION)
-    if champ_version == version:
-        return PromotionDecision(
-            model_name, version, "unchanged", "already the champion", None, champ_version
-        )
-
-    champion = None
-    try:
-        cand = GateMetrics.from_tags(candidate.tags, f"{model_name} version {version}")
-        if champ_version is not None:
-            champ_mv = client.get_model_version(model_name, champ_version)
-            champion = GateMetrics.from_tags(champ_mv.tags, f"champion version {champ_version}")
-        ok, reason = gate(cand, champion, params)
-    except GanopsError as e:
-        if not force:
-            raise
-        ok, reason = False, str(e)
-    if force:
-        decision = "forced"
-        reason = f"forced; the gate {'agreed' if ok else 'refused'}: {reason}"
-    else:
-        decision = "promoted" if ok else "rejected"
-    if decision != "rejected":
-        client.set_registered_model_alias(model_name, CHAMPION, version)
-    new_champion = version if decision != "rejected" else champ_version
-    record = {
-        "promotion.decision": decision,
-        "promotion.reason": reason[:5000],
-        "promotion.compared_to": f"{model_name}/{champ_version}" if champ_version else "none",
-        "promotion.time": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-    }
-    for k, v in record.items():
-        client.set_model_version_tag(model_name, version, k, v)
-    return PromotionDecision(model_name, version, decision, reason, champ_version, new_champion)

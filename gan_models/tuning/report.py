@@ -90,7 +90,7 @@ def write_untuned(out: str | Path, base_path: str | Path, base: TrainParams) -> 
 def _trial_run_id(run_dir: str | None) -> str | None:
     if not run_dir:
         return None
-    from gan_models.tracking.mlflow_tracking import read_run_ref
+    from gan_models.tracking.run_ref import read_run_ref
 
     ref = read_run_ref(run_dir)
     return ref.run_id if ref else None
@@ -106,7 +106,7 @@ def parent_run(tuning: Tuning, study) -> str:
         TAG_OPTUNA_STUDY,
         git_state,
     )
-    from gan_models.tracking.mlflow_tracking import (
+    from gan_models.tracking.store import (
         DEFAULT_EXPERIMENT,
         check_reachable,
         ensure_experiment,
