@@ -17,12 +17,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from gan_models.config import TrainParams
 from gan_models.data.format import ImageSet
+from gan_models.data.splits import to_model_range
 from gan_models.families import get_family
 from gan_models.training import StepInfo, train
-from gan_models.training.batches import BatchStream, to_model_range
-from gan_models.training.loop import select_device
+from gan_models.training.batches import BatchStream
+from gan_models.training.device import select_device
+from gan_models.training.params import TrainParams
 
 
 def _synthetic(n: int, channels: int, size: int) -> ImageSet:
@@ -145,9 +146,10 @@ def bench_eval(
     extracting their features, without any metric. The reference split's statistics are
     computed once before timing (they are cached on disk in normal use).
     """
-    from gan_models.evaluation import dataset_name, extractor_for, load_split
+    from gan_models.data.splits import dataset_name, load_split
     from gan_models.metrics.config import EvaluateParams, FeaturesParams
     from gan_models.metrics.evaluate import evaluate_generator
+    from gan_models.metrics.extractors import extractor_for
     from gan_models.sampling import RunGenerator
 
     gen = RunGenerator.from_run_dir(run_dir)
@@ -220,7 +222,7 @@ def write_synthetic_set(path: str, n: int, size: int = 64, channels: int = 3) ->
 
 _RSS_CHILD = """
 import json, resource, sys, tempfile
-from gan_models.config import TrainParams
+from gan_models.training.params import TrainParams
 from gan_models.training import train
 p = TrainParams.model_validate(json.loads(sys.argv[1]))
 with tempfile.TemporaryDirectory() as tmp:

@@ -1,56 +1,37 @@
 """Evaluation stages over runs and datasets: the glue between runs, datasets and ``metrics``.
 
-``train_features`` trains the domain classifier of a processed dataset, ``evaluate_run`` scores a
-training run folder (metrics.json + figures), and ``FIDCallback`` gives the trainer FID every k
-steps (for curves and for pruning). The metric maths lives in ``gan_models.metrics``.
+``train_features`` trains the domain classifier of a processed dataset and ``evaluate_run``
+scores a training run folder (metrics.json + figures). What a run is scored on comes from its
+family: the processed train/test splits and latents by default, or the family's evaluation plan
+(``Family.evaluation``: image-to-image families give held-out inputs and their own metrics). The
+metric maths lives in ``gan_models.metrics``; FID during training in ``gan_models.training.fid``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
-from gan_models.config import TrainParams
-from gan_models.data.format import ImageSet, read_imageset
+from gan_models.data.format import ImageSet
+from gan_models.data.splits import dataset_name, load_split
 from gan_models.errors import DataError
-from gan_models.families import srgan
-from gan_models.family_metrics import super_resolution_metrics, translation_metrics
+from gan_models.families.base import EvaluationPlan
 from gan_models.metrics.config import EvaluateParams, FeaturesParams
 from gan_models.metrics.domain_classifier import train_domain_classifier
-from gan_models.metrics.evaluate import evaluate_generator, load_extractor, write_evaluation
+from gan_models.metrics.evaluate import evaluate_generator, write_evaluation
 from gan_models.metrics.extractor import FeatureExtractor
+from gan_models.metrics.extractors import FEATURES_ROOT, extractor_for
 from gan_models.metrics.fid import feature_statistics, frechet_distance
 from gan_models.metrics.reference import reference_stats
+from gan_models.metrics.registry import METRICS
+from gan_models.metrics.report import summary_numbers
 from gan_models.sampling import RunGenerator
-from gan_models.training.batches import to_model_range
-from gan_models.training.loop import StepInfo, generate_from_latents, sample_latents
+from gan_models.training.generate import generate_from_latents, sample_latents
 from gan_models.utils.determinism import lineage as determinism_lineage
 from gan_models.utils.determinism import pinned_threads
 from gan_models.utils.images import interleave_pairs
-
-FEATURES_ROOT = Path("models/features")
-
-
-def dataset_name(params: TrainParams) -> str:
-    """The dataset a run trained on: the name of its data directory (``data/processed/NAME``)."""
-    return Path(params.data.path).name
-
-
-def load_split(root: str | Path, split: str, image_size: int | None = None) -> ImageSet:
-    """A processed split as float32 [-1, 1] images, resized like the trainer resizes them."""
-    path = Path(root) / split
-    if not (path / "meta.json").is_file():
-        raise DataError(
-            f"{path}: no {split!r} split; evaluation needs a processed dataset with train/test "
-            f"splits (run `ganops data preprocess {Path(root).name}`)"
-        )
-    ds = read_imageset(path)
-    images = to_model_range(ds.images, image_size).numpy()  # (N, C, S, S)
-    return ImageSet({"images": images}, ds.labels, ds.meta)
 
 
 def train_features(
@@ -76,21 +57,6 @@ def train_features(
         width=d.width,
         hidden=d.hidden,
     )
-
-
-def extractor_for(
-    params: FeaturesParams, dataset: str, features_dir: str | Path | None = None
-) -> FeatureExtractor:
-    """The extractor ``params`` name; the domain classifier defaults to models/features/NAME."""
-    classifier = Path(features_dir) if features_dir else FEATURES_ROOT / dataset
-    if params.extractor == "domain" and not (classifier / "card.json").is_file():
-        raise DataError(
-            f"no domain classifier at {classifier}; train it with `ganops features train {dataset}`, "
-            "pass --features-dir (e.g. the classifier of the images an unpaired set was made "
-            "from, models/features/mnist5k) or choose --extractor inception (needs the Inception "
-            "weights)"
-        )
-    return load_extractor(params, classifier_dir=classifier)
 
 
 def interpolation_strips(
@@ -150,6 +116,21 @@ def evaluate_run(
         )
 
 
+def evaluation_plan(
+    gen: RunGenerator, extractor: FeatureExtractor, evaluate: EvaluateParams
+) -> EvaluationPlan:
+    """What a run is scored on: its family's plan, else the processed train/test splits (latents)."""
+    if gen.family.evaluation is not None:
+        plan = gen.family.evaluation(gen.params, gen.spec, gen.nets, extractor, evaluate)
+    else:
+        root, size = gen.params.data.path, gen.spec.image_size
+        plan = EvaluationPlan(load_split(root, "train", size), load_split(root, "test", size))
+    unknown = sorted(set(plan.metrics) - set(METRICS))
+    if unknown:
+        raise ValueError(f"{gen.family.name}: evaluation plan gives unregistered metrics {unknown}")
+    return plan
+
+
 def _evaluate_run(
     run_dir: str | Path,
     *,
@@ -162,58 +143,21 @@ def _evaluate_run(
     run_dir = Path(run_dir)
     gen = RunGenerator.from_run_dir(run_dir, device=device)
     params = gen.params
-    root = Path(params.data.path)
-    size = gen.spec.image_size
     extractor = extractor_for(features, dataset_name(params), features_dir)
+    plan = evaluation_plan(gen, extractor, evaluate)
     kwargs = evaluate.evaluate_kwargs()
-    inputs_from = None  # image-to-image families translate the held-out test split
-    extra: dict[str, Any] = {}
-    if gen.family.batch_kind == "unpaired":
-        # Translation: the metrics table scores a -> b (held-out a against b's splits); the
-        # per-direction FIDs and cycle errors go under "translation".
-        train_ab, test_ab = (_unpaired_split(root, s, size) for s in ("train", "test"))
-        name = dataset_name(params)
-        train_split = ImageSet({"images": train_ab["b"]}, None, {"name": f"{name}:b/train"})
-        test_split = ImageSet({"images": test_ab["b"]}, None, {"name": f"{name}:b/test"})
-        inputs_from = ImageSet({"a": test_ab["a"]}, None, {"kind": "unpaired"})
-        kwargs["n_samples"] = min(kwargs["n_samples"], len(test_ab["a"]))
-        refs = {
-            k: reference_stats(
-                train_ab[k],
-                extractor,
-                split=f"{name}:{k}/train",
-                cache_dir=evaluate.cache_dir,
-                max_features=evaluate.max_reference_features,
-            )
-            for k in ("a", "b")
-        }
-        extra["translation"] = translation_metrics(
-            gen.nets,
-            torch.from_numpy(test_ab["a"]),
-            torch.from_numpy(test_ab["b"]),
-            extractor=extractor,
-            ref_a=refs["a"],
-            ref_b=refs["b"],
-        )
-    else:
-        train_split, test_split = load_split(root, "train", size), load_split(root, "test", size)
-        if gen.family.takes_inputs:  # super-resolution of the held-out images
-            inputs_from = test_split
-            kwargs["n_samples"] = min(kwargs["n_samples"], len(test_split.images))
-            hr = torch.from_numpy(test_split.images)  # (N, C, H, W)
-            lr = srgan.downsample(hr, params.model.scale)  # what sample_inputs makes of them
-            extra["super_resolution"] = super_resolution_metrics(gen.nets, lr, hr)
+    if plan.max_samples is not None:  # e.g. each held-out input once
+        kwargs["n_samples"] = min(kwargs["n_samples"], plan.max_samples)
     n_samples = kwargs["n_samples"]
     result = evaluate_generator(
-        lambda n, seed: gen.generate(n, seed, data=inputs_from),
+        lambda n, seed: gen.generate(n, seed, data=plan.inputs),
         extractor=extractor,
-        real_train=train_split,
-        real_test=test_split,
+        real_train=plan.real_train,
+        real_test=plan.real_test,
         **kwargs,
     )
-    result.update(extra)
+    result.update(plan.metrics)
     result["lineage"]["determinism"] = determinism_lineage()
-    result["summary"].update(_family_summary(extra))
     result["run"] = {
         "family": gen.family.name,
         "dataset": dataset_name(params),
@@ -222,86 +166,21 @@ def _evaluate_run(
     }
     if untrained_baseline:
         ref = reference_stats(
-            train_split.images,
+            plan.real_train.images,
             extractor,
             split=f"{dataset_name(params)}/train",
             cache_dir=evaluate.cache_dir,
             max_features=evaluate.max_reference_features,
         )
-        value = untrained_fid(
-            gen, extractor, ref.mu, ref.sigma, n_samples, evaluate.seed, data=inputs_from
+        result["fid"]["untrained"] = untrained_fid(
+            gen, extractor, ref.mu, ref.sigma, n_samples, evaluate.seed, data=plan.inputs
         )
-        result["fid"]["untrained"] = value
-        result["summary"]["fid_untrained"] = value
-    if inputs_from is None:
+    result["summary"] = summary_numbers(result)  # with the plan's metrics and the baseline
+    if plan.inputs is None:
         figures = {"interpolation": interpolation_strips(gen)}
     else:  # inputs beside outputs; latent interpolation means nothing for these families
-        x = gen.inputs(32, evaluate.seed, data=inputs_from)  # (32, C, h, w)
-        y, _ = gen.generate(32, evaluate.seed, data=inputs_from)
+        x = gen.inputs(32, evaluate.seed, data=plan.inputs)  # (32, C, h, w)
+        y, _ = gen.generate(32, evaluate.seed, data=plan.inputs)
         figures = {"samples": interleave_pairs(x, y)}
     write_evaluation(result, run_dir, nrow=evaluate.grid_nrow, **figures)
     return result
-
-
-def _unpaired_split(root: Path, split: str, size: int) -> dict[str, np.ndarray]:
-    """Both domains of a processed unpaired split as float32 [-1, 1] (N, C, size, size)."""
-    path = root / split
-    if not (path / "meta.json").is_file():
-        raise DataError(
-            f"{path}: no {split!r} split; evaluating a translation needs a processed unpaired "
-            f"dataset with train/test splits (run `ganops data preprocess {root.name}`)"
-        )
-    ds = read_imageset(path)
-    if ds.kind != "unpaired":
-        raise DataError(f"{path}: expected an unpaired dataset (arrays a and b), got {ds.kind!r}")
-    return {k: to_model_range(ds.arrays[k], size).numpy() for k in ("a", "b")}
-
-
-def _family_summary(extra: dict[str, Any]) -> dict[str, float]:
-    """Flat numbers of the family-specific metrics, for trackers that log scalars."""
-    s: dict[str, float] = {}
-    sr = extra.get("super_resolution")
-    if sr:
-        for who in ("generator", "bicubic"):
-            s[f"sr_psnr_{who}"] = sr[who]["psnr"]
-            s[f"sr_ssim_{who}"] = sr[who]["ssim"]
-    for direction, m in (extra.get("translation") or {}).items():
-        s[f"fid_{direction}"] = m["fid"]
-        s[f"cycle_l1_{direction}"] = m["cycle_l1"]
-    return s
-
-
-@dataclass
-class FIDCallback:
-    """Adds ``fid`` to the step's metrics every ``every`` steps (EMA generator, fixed seed)."""
-
-    every: int
-    n_samples: int
-    extractor: FeatureExtractor
-    ref_mu: np.ndarray
-    ref_sigma: np.ndarray
-    seed: int = 12345
-
-    def __call__(self, info: StepInfo) -> None:
-        if info.step % self.every and info.step != info.total_steps:
-            return
-        images, _ = info.generate(self.n_samples, self.seed)
-        mu, sigma = feature_statistics(self.extractor.features(images))
-        info.metrics["fid"] = frechet_distance(self.ref_mu, self.ref_sigma, mu, sigma)
-
-
-def fid_callback(params: TrainParams, features: FeaturesParams | None = None) -> FIDCallback:
-    """FID during training against the training split, as ``train.fid_every`` asks."""
-    t = params.train
-    name = dataset_name(params)
-    extractor = extractor_for(features or FeaturesParams(), name, t.fid_features)
-    root = Path(params.data.path)
-    if params.data.split:
-        real = load_split(root, params.data.split, params.data.image_size)
-    else:
-        ds = read_imageset(root)
-        real = ImageSet(
-            {"images": to_model_range(ds.images, params.data.image_size).numpy()}, None, ds.meta
-        )
-    ref = reference_stats(real.images, extractor, split=f"{name}/{params.data.split or 'all'}")
-    return FIDCallback(t.fid_every, t.fid_samples, extractor, ref.mu, ref.sigma)

@@ -350,12 +350,12 @@ def missing(tokens: list[str], deps: list[str]) -> set[str]:
 
 def test_the_deps_that_went_stale_are_caught():
     """The deps dvc.yaml had before this check: evaluate without the sampling, families,
-    training and family-metrics code it runs; train without config.py and data/format.py."""
+    training and data-split code it runs; train without config.py and data/format.py."""
     evaluate = ["gan_models/metrics", "gan_models/evaluation.py"]
     gone = missing(["evaluate"], evaluate)
     assert {
         "gan_models/sampling.py",
-        "gan_models/family_metrics.py",
+        "gan_models/data/splits.py",
         "gan_models/families/dcgan.py",
         "gan_models/training/loop.py",
     } <= gone

@@ -10,7 +10,6 @@ import torch.nn.functional as F
 from PIL import Image
 from torchmetrics.functional.image import structural_similarity_index_measure
 
-from gan_models.config import TrainParams
 from gan_models.data.embedded import dilate3x3, load_mnist5k_pair
 from gan_models.data.format import read_imageset, write_imageset
 from gan_models.data.preprocess import PreprocessParams, preprocess_dataset
@@ -19,6 +18,7 @@ from gan_models.errors import DataError
 from gan_models.families import FAMILIES
 from gan_models.sampling import RunGenerator
 from gan_models.training import train
+from gan_models.training.params import TrainParams
 from gan_models.utils.images import interleave_pairs, make_grid, to_uint8
 
 
@@ -223,8 +223,8 @@ class _Fixed(torch.nn.Module):
 
 
 def test_super_resolution_metrics_against_bicubic():
-    from gan_models.families.sr_metrics import psnr
-    from gan_models.family_metrics import super_resolution_metrics
+    from gan_models.metrics.image_to_image import super_resolution_metrics
+    from gan_models.metrics.ssim import psnr
 
     hr = torch.rand(6, 1, 16, 16) * 2 - 1
     lr = F.interpolate(hr, size=(8, 8), mode="area")
@@ -290,7 +290,7 @@ def test_evaluate_srgan_scores_held_out_images_against_bicubic(
     hr = torch.from_numpy(read_imageset(root / "bars/test").arrays["images"]).float() / 127.5 - 1
     lr = F.interpolate(hr, size=(4, 4), mode="bicubic", antialias=True).clamp(-1, 1)
     up = F.interpolate(lr, size=(8, 8), mode="bicubic").clamp(-1, 1)
-    from gan_models.families.sr_metrics import psnr
+    from gan_models.metrics.ssim import psnr
 
     assert sr["bicubic"]["psnr"] == pytest.approx(psnr(up, hr).mean().item(), rel=1e-5)
     _, full = structural_similarity_index_measure(
@@ -301,7 +301,7 @@ def test_evaluate_srgan_scores_held_out_images_against_bicubic(
     assert result["summary"]["sr_psnr_generator"] == sr["generator"]["psnr"]
     assert (tmp_path / "run/samples.png").is_file()
     assert not (tmp_path / "run/interpolation.png").exists()
-    from gan_models.metrics.evaluate import format_metrics_table
+    from gan_models.metrics.report import format_metrics_table
 
     assert "PSNR (SR)" in format_metrics_table(result)
 
@@ -324,7 +324,7 @@ def test_evaluate_cyclegan_per_direction(evaluation_data, tmp_path, monkeypatch)
 
 
 def test_translation_metrics_closed_forms():
-    from gan_models.family_metrics import translation_metrics
+    from gan_models.metrics.image_to_image import translation_metrics
 
     class Ident(torch.nn.Module):  # both generators the identity: nothing is translated
         def __init__(self):

@@ -23,16 +23,13 @@ from gan_models.metrics.config import (
     load_features_params,
 )
 from gan_models.metrics.domain_classifier import load_domain_classifier, train_domain_classifier
-from gan_models.metrics.evaluate import (
-    evaluate_generator,
-    format_metrics_table,
-    load_extractor,
-    write_evaluation,
-)
+from gan_models.metrics.evaluate import evaluate_generator, write_evaluation
+from gan_models.metrics.extractors import load_extractor
 from gan_models.metrics.fid import feature_statistics, frechet_distance
 from gan_models.metrics.figures import make_grid, save_grid_png, save_interpolation_png
 from gan_models.metrics.memorization import memorization
 from gan_models.metrics.reference import CACHE_ENV, default_cache_dir, reference_stats
+from gan_models.metrics.report import format_metrics_table
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -118,7 +115,7 @@ def test_cas_is_high_for_correct_labels_and_near_chance_for_shuffled(digits) -> 
     bad = classification_accuracy_score(x, shuffled, xt, yt, num_classes=10, epochs=3)
     assert good["accuracy"] > 0.7
     assert bad["accuracy"] < 0.3
-    assert METRICS["cas"] is classification_accuracy_score
+    assert METRICS["cas"].function is classification_accuracy_score
     with pytest.raises(DataError, match="no labels"):
         classification_accuracy_score(x, y, xt, None)
 

@@ -10,10 +10,10 @@ from torchmetrics.functional.image import (
     structural_similarity_index_measure,
 )
 
-from gan_models.config import TrainParams
 from gan_models.families import srgan
 from gan_models.families.base import DataSpec
-from gan_models.families.sr_metrics import convention, image_quality, psnr, ssim, to_unit_range
+from gan_models.metrics.ssim import convention, image_quality, psnr, ssim, to_unit_range
+from gan_models.training.params import TrainParams
 
 TOL = 1e-4
 

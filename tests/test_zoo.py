@@ -18,7 +18,7 @@ from gan_models.data.format import write_imageset
 from gan_models.errors import ConfigError, DataError
 from gan_models.families import FAMILIES, cyclegan, srgan, stylegan
 from gan_models.families.base import DataSpec, StepContext
-from gan_models.families.sr_metrics import gaussian_window, psnr, ssim
+from gan_models.metrics.ssim import gaussian_window, psnr, ssim
 from gan_models.sampling import RunGenerator
 from gan_models.training import StepInfo, train
 from gan_models.training.generate import sample_latents

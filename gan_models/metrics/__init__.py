@@ -1,38 +1,43 @@
-"""Evaluation metrics for generators: one file per metric, each a pure function over features.
+"""Evaluation metrics for generators: one file per metric, each registering itself.
 
-``METRICS`` maps a metric's name to its function. Features come from a
+Each metric file holds the pure function over features and registers a
+:class:`~gan_models.metrics.registry.Metric` (what it needs, how it computes its result, its
+summary numbers and table rows) in ``METRICS``. Features come from a
 :class:`~gan_models.metrics.extractor.FeatureExtractor` (the domain classifier or the FID
-InceptionV3); :func:`~gan_models.metrics.evaluate.evaluate_generator` runs them all with lineage.
+InceptionV3); :func:`~gan_models.metrics.evaluate.evaluate_generator` runs every registered
+metric with its lineage, and :mod:`gan_models.metrics.report` renders the results.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
-from gan_models.metrics.cas import classification_accuracy_score
-from gan_models.metrics.density_coverage import density_coverage
+# Importing a metric's file registers it: the built-ins in this order, which is the order of
+# metrics.json's entries and of every table. A metric added elsewhere comes after them.
+# isort: off
 from gan_models.metrics.fid import fid_bootstrap_ci, fid_from_features, frechet_distance
-from gan_models.metrics.inception_score import inception_score
 from gan_models.metrics.kid import kid_from_features
-from gan_models.metrics.memorization import memorization
 from gan_models.metrics.precision_recall import precision_recall
+from gan_models.metrics.density_coverage import density_coverage
+from gan_models.metrics.inception_score import inception_score
+from gan_models.metrics.cas import classification_accuracy_score
+from gan_models.metrics.memorization import memorization
+from gan_models.metrics.image_to_image import super_resolution_metrics, translation_metrics
 
-#: metric name -> function. FID, KID, PR and DC take (real features, fake features); IS takes
-#: logits; CAS takes generated images and labels plus the real test split; memorisation takes
-#: images and features (see each function's docstring).
-METRICS: dict[str, Callable[..., Any]] = {
-    "fid": fid_from_features,
-    "kid": kid_from_features,
-    "is": inception_score,
-    "precision_recall": precision_recall,
-    "density_coverage": density_coverage,
-    "cas": classification_accuracy_score,
-    "memorization": memorization,
-}
+# isort: on
+from gan_models.metrics.registry import (
+    METRICS,
+    EvalContext,
+    Metric,
+    Need,
+    register_metric,
+    registered_metrics,
+    unregister_metric,
+)
 
 __all__ = [
     "METRICS",
+    "EvalContext",
+    "Metric",
+    "Need",
     "classification_accuracy_score",
     "density_coverage",
     "fid_bootstrap_ci",
@@ -42,4 +47,9 @@ __all__ = [
     "kid_from_features",
     "memorization",
     "precision_recall",
+    "register_metric",
+    "registered_metrics",
+    "super_resolution_metrics",
+    "translation_metrics",
+    "unregister_metric",
 ]

@@ -15,6 +15,7 @@ import numpy as np
 from gan_models.errors import DataError
 from gan_models.metrics.domain_classifier import classifier_accuracy, fit_classifier
 from gan_models.metrics.images import ArrayLike
+from gan_models.metrics.registry import EvalContext, Metric, Need, fmt, register_metric
 
 
 def classification_accuracy_score(
@@ -57,3 +58,51 @@ def classification_accuracy_score(
         "epochs": epochs,
         "seed": seed,
     }
+
+
+# ---------------------------------------------------------------- registered metric
+
+
+def evaluate_cas(ctx: EvalContext) -> dict[str, Any] | None:
+    """A classifier trained on the generated (image, label) pairs, tested on the real test split;
+    None when the evaluation turns CAS off (``cas: false``)."""
+    if not ctx.options.get("cas", True):
+        return None
+    test = ctx.real_test
+    cas = classification_accuracy_score(
+        ctx.images,
+        ctx.labels,
+        test.images,
+        test.labels,
+        num_classes=test.num_classes or ctx.extractor.num_classes,
+        epochs=ctx.options["cas_epochs"],
+        seed=ctx.seed,
+        device=str(ctx.extractor.device),
+    )
+    lineage = ctx.lineage(int(test.images.shape[0]), ctx.n_samples)
+    return {
+        **cas,
+        "real_data_accuracy": getattr(ctx.extractor, "test_accuracy", None),
+        "lineage": {**lineage, "test_split": ctx.test_split},
+    }
+
+
+def cas_rows(r: dict[str, Any]) -> list[tuple[str, str, str]]:
+    if r.get("accuracy") is None:
+        return []
+    return [
+        ("CAS", fmt(r["accuracy"]), f"real-data classifier: {fmt(r.get('real_data_accuracy'))}")
+    ]
+
+
+CAS = register_metric(
+    Metric(
+        "cas",
+        evaluate_cas,
+        needs={Need.IMAGES, Need.LABELS, Need.REAL_TEST},
+        summary=lambda r: {"cas": r["accuracy"]},
+        rows=cas_rows,
+        function=classification_accuracy_score,
+        description="classification accuracy score of conditional generators",
+    )
+)

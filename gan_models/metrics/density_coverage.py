@@ -15,6 +15,7 @@ import numpy as np
 
 from gan_models.errors import DataError
 from gan_models.metrics.neighbours import as_features, cross_distances, kth_neighbour_radii
+from gan_models.metrics.registry import EvalContext, Metric, Need, fmt, register_metric
 
 
 def density_coverage(real: Any, fake: Any, *, k: int = 5) -> dict[str, Any]:
@@ -38,3 +39,34 @@ def density_coverage(real: Any, fake: Any, *, k: int = 5) -> dict[str, Any]:
         "n_real": int(x.shape[0]),
         "n_fake": int(y.shape[0]),
     }
+
+
+# ---------------------------------------------------------------- registered metric
+
+
+def evaluate_density_coverage(ctx: EvalContext) -> dict[str, Any]:
+    """Against as many reference rows as generated samples (equal set sizes, as PRDC advises)."""
+    real = ctx.subset(ctx.reference.features, ctx.n_samples)
+    dc = density_coverage(real, ctx.features, k=ctx.options["dc_k"])
+    return {**dc, "lineage": ctx.lineage(real.shape[0], ctx.n_samples)}
+
+
+def density_coverage_rows(r: dict[str, Any]) -> list[tuple[str, str, str]]:
+    return [
+        (key, fmt(r[key]), f"k={r.get('k')} (Naeem et al. 2020)")
+        for key in ("density", "coverage")
+        if r.get(key) is not None
+    ]
+
+
+DENSITY_COVERAGE = register_metric(
+    Metric(
+        "density_coverage",
+        evaluate_density_coverage,
+        needs={Need.FEATURES, Need.REFERENCE},
+        summary=lambda r: {"density": r["density"], "coverage": r["coverage"]},
+        rows=density_coverage_rows,
+        function=density_coverage,
+        description="density and coverage (k-NN balls of real samples)",
+    )
+)

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from gan_models.errors import DataError
+from gan_models.metrics.registry import EvalContext, Metric, Need, fmt, register_metric
 
 
 def _rows(x: Any, what: str) -> np.ndarray:
@@ -111,3 +112,83 @@ def fid_bootstrap_ci(
         "bootstrap_bias": float(mean - fid),
         "method": "basic bootstrap around the bootstrap mean, fake rows resampled",
     }
+
+
+# ---------------------------------------------------------------- registered metric
+
+
+def evaluate_fid(ctx: EvalContext) -> dict[str, Any]:
+    """FID against the whole train split's statistics with its bootstrap interval, and the
+    real-vs-real floor: the test split (at most n_fake of its stored rows) against the same
+    reference, next to the generated samples' FID at that count."""
+    ref, test, fake = ctx.reference, ctx.test_reference, ctx.features
+    n = ctx.n_samples
+    value = frechet_distance(ref.mu, ref.sigma, *feature_statistics(fake))
+    n_floor = min(n, test.features.shape[0])
+    floor = frechet_distance(
+        ref.mu, ref.sigma, *feature_statistics(ctx.subset(test.features, n_floor))
+    )
+    at_floor_n = frechet_distance(ref.mu, ref.sigma, *feature_statistics(fake[:n_floor]))
+    ci = fid_bootstrap_ci(
+        ref.mu, ref.sigma, fake, n_boot=ctx.options["fid_bootstrap"], seed=ctx.seed
+    )
+    return {
+        "value": value,
+        "ci95": ci,
+        "floor": {"value": floor, "split": ctx.test_split, "n_real_test": n_floor},
+        "value_at_floor_n": at_floor_n,
+        "singular_covariance": n <= fake.shape[1] or ref.n <= fake.shape[1],
+        "lineage": ctx.lineage(ref.n, n),
+    }
+
+
+def fid_summary(r: dict[str, Any]) -> dict[str, float]:
+    s = {
+        "fid": r["value"],
+        "fid_ci_low": r["ci95"]["low"],
+        "fid_ci_high": r["ci95"]["high"],
+        "fid_floor": r["floor"]["value"],
+        "fid_at_floor_n": r["value_at_floor_n"],
+    }
+    if r.get("untrained") is not None:  # evaluate_run's untrained-generator baseline
+        s["fid_untrained"] = r["untrained"]
+    return s
+
+
+def fid_rows(r: dict[str, Any]) -> list[tuple[str, str, str]]:
+    rows = []
+    lin = r.get("lineage") or {}
+    if r.get("value") is not None:
+        ci = r.get("ci95") or {}
+        rows.append(
+            (
+                "FID",
+                f"{fmt(r['value'])} [{fmt(ci.get('low'))}, {fmt(ci.get('high'))}]",
+                f"95% bootstrap CI, n_fake={lin.get('n_fake')} vs n_real={lin.get('n_real')}",
+            )
+        )
+    floor = r.get("floor") or {}
+    if floor.get("value") is not None:
+        rows.append(
+            (
+                "FID floor",
+                fmt(floor["value"]),
+                f"real-vs-real floor: {floor.get('split')} (n={floor.get('n_real_test')}) vs "
+                f"the reference, what a perfect generator scores here; generated at that n: "
+                f"{fmt(r.get('value_at_floor_n'))}",
+            )
+        )
+    return rows
+
+
+FID = register_metric(
+    Metric(
+        "fid",
+        evaluate_fid,
+        needs={Need.FEATURES, Need.REFERENCE, Need.TEST_REFERENCE},
+        summary=fid_summary,
+        rows=fid_rows,
+        function=fid_from_features,
+        description="Fréchet distance of generated and train features, with CI and floor",
+    )
+)

@@ -14,6 +14,7 @@ import numpy as np
 from scipy.special import rel_entr, softmax
 
 from gan_models.errors import DataError
+from gan_models.metrics.registry import EvalContext, Metric, Need, fmt, register_metric
 
 
 def inception_score(
@@ -58,3 +59,38 @@ def inception_score(
         "seed": seed if shuffle else None,
         "n": n,
     }
+
+
+# ---------------------------------------------------------------- registered metric
+
+
+def evaluate_inception_score(ctx: EvalContext) -> dict[str, Any]:
+    """IS of the generated samples, next to the IS of the test split's stored logits."""
+    splits = ctx.options["is_splits"]
+    test = ctx.test_reference
+    real = None
+    if test.logits is not None and test.logits.shape[0] >= splits:
+        real = inception_score(test.logits, splits=splits)
+    lineage = ctx.lineage(None, ctx.n_samples, real_test_n=None if real is None else real["n"])
+    return {**inception_score(ctx.logits, splits=splits), "real_test": real, "lineage": lineage}
+
+
+def inception_score_rows(r: dict[str, Any]) -> list[tuple[str, str, str]]:
+    if r.get("mean") is None:
+        return []
+    real = r.get("real_test")
+    note = f"{r.get('splits')} splits" + (f"; real test {fmt(real['mean'])}" if real else "")
+    return [("IS", f"{fmt(r['mean'])} ± {fmt(r.get('std'), 2)}", note)]
+
+
+INCEPTION_SCORE = register_metric(
+    Metric(
+        "is",
+        evaluate_inception_score,
+        needs={Need.LOGITS, Need.TEST_REFERENCE},
+        summary=lambda r: {"is_mean": r["mean"], "is_std": r["std"]},
+        rows=inception_score_rows,
+        function=inception_score,
+        description="inception score of the extractor's class posteriors",
+    )
+)

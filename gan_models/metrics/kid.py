@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from gan_models.errors import DataError
+from gan_models.metrics.registry import EvalContext, Metric, Need, fmt, register_metric
 
 
 def polynomial_kernel(
@@ -82,3 +83,40 @@ def kid_from_features(
         "coef0": coef0,
         "seed": seed,
     }
+
+
+# ---------------------------------------------------------------- registered metric
+
+
+def evaluate_kid(ctx: EvalContext) -> dict[str, Any]:
+    """KID against the reference's stored feature subset."""
+    real = ctx.reference.features
+    o = ctx.options
+    kid = kid_from_features(
+        real,
+        ctx.features,
+        subsets=o["kid_subsets"],
+        subset_size=o["kid_subset_size"],
+        seed=o["kid_seed"],
+    )
+    return {**kid, "lineage": ctx.lineage(real.shape[0], ctx.n_samples)}
+
+
+def kid_rows(r: dict[str, Any]) -> list[tuple[str, str, str]]:
+    if r.get("mean") is None:
+        return []
+    spread = f"{fmt(r['mean'])} ± {fmt(r.get('std'), 2)}"
+    return [("KID", spread, f"{r.get('subsets')} subsets of {r.get('subset_size')}")]
+
+
+KID = register_metric(
+    Metric(
+        "kid",
+        evaluate_kid,
+        needs={Need.FEATURES, Need.REFERENCE},
+        summary=lambda r: {"kid_mean": r["mean"], "kid_std": r["std"]},
+        rows=kid_rows,
+        function=kid_from_features,
+        description="kernel inception distance (unbiased MMD^2, polynomial kernel)",
+    )
+)

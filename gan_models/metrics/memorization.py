@@ -22,6 +22,7 @@ from gan_models.errors import DataError
 from gan_models.metrics.figures import save_nearest_pairs_figure
 from gan_models.metrics.images import ArrayLike, as_images
 from gan_models.metrics.neighbours import as_features, nearest
+from gan_models.metrics.registry import EvalContext, Metric, Need, fmt, register_metric
 
 
 def _flat_pixels(x: ArrayLike, what: str) -> np.ndarray:
@@ -113,3 +114,79 @@ def save_memorization_figure(
         title="closest generated samples (top) and their nearest training images (bottom)",
         space="pixel L2, pixels in [-1, 1]",
     )
+
+
+# ---------------------------------------------------------------- registered metric
+
+
+def evaluate_memorization(ctx: EvalContext) -> dict[str, Any]:
+    """Nearest training images of the first ``memorization_samples`` generated samples, with
+    as many stored test-split rows as the baseline."""
+    m = min(ctx.options["memorization_samples"], ctx.n_samples)
+    test = ctx.test_reference
+    mem = memorization(
+        ctx.images[:m],
+        ctx.real_train.images,
+        fake_features=ctx.features[:m],
+        train_features=ctx.reference.features,
+        test_images=ctx.real_test.images[test.indices[:m]],
+        test_features=test.features[:m],
+    )
+    return {**mem, "lineage": ctx.lineage(int(ctx.real_train.images.shape[0]), m)}
+
+
+def memorization_artifacts(r: dict[str, Any], ctx: EvalContext) -> dict[str, Any]:
+    """The closest (generated, training) pairs, for the nearest-neighbours figure."""
+    pairs = r["closest_pairs"]
+    return {
+        "nearest_fake": ctx.images[pairs["fake_index"]].numpy(),
+        "nearest_train": np.asarray(as_images(ctx.real_train.images[pairs["train_index"]])),
+        "nearest_distance": pairs["pixel_distance"],
+    }
+
+
+def memorization_summary(r: dict[str, Any]) -> dict[str, float]:
+    s = {f"memorization_{space}_median": r[space]["median"] for space in ("pixel", "feature")}
+    for space in ("pixel", "feature"):
+        ratio = r[space].get("ratio_to_test")
+        if ratio is not None:
+            s[f"memorization_{space}_ratio"] = ratio
+    return s
+
+
+def memorization_rows(r: dict[str, Any]) -> list[tuple[str, str, str]]:
+    rows = []
+    for space in ("pixel", "feature"):
+        m = r.get(space) or {}
+        if m.get("median") is None:
+            continue
+        rows.append(
+            (
+                f"NN dist ({space})",
+                f"median {fmt(m['median'])}",
+                f"min {fmt(m.get('min'))}; test median {fmt(m.get('test_median'))}; "
+                f"ratio {fmt(m.get('ratio_to_test'), 3)}",
+            )
+        )
+    return rows
+
+
+MEMORIZATION = register_metric(
+    Metric(
+        "memorization",
+        evaluate_memorization,
+        needs={
+            Need.IMAGES,
+            Need.FEATURES,
+            Need.REFERENCE,
+            Need.TEST_REFERENCE,
+            Need.REAL_TRAIN,
+            Need.REAL_TEST,
+        },
+        summary=memorization_summary,
+        rows=memorization_rows,
+        artifacts=memorization_artifacts,
+        function=memorization,
+        description="distances of generated samples to their nearest training images",
+    )
+)

@@ -14,6 +14,7 @@ import numpy as np
 
 from gan_models.errors import DataError
 from gan_models.metrics.neighbours import as_features, cross_distances, kth_neighbour_radii
+from gan_models.metrics.registry import EvalContext, Metric, Need, fmt, register_metric
 
 
 def precision_recall(real: Any, fake: Any, *, k: int = 3) -> dict[str, Any]:
@@ -39,3 +40,34 @@ def precision_recall(real: Any, fake: Any, *, k: int = 3) -> dict[str, Any]:
         "n_real": int(x.shape[0]),
         "n_fake": int(y.shape[0]),
     }
+
+
+# ---------------------------------------------------------------- registered metric
+
+
+def evaluate_precision_recall(ctx: EvalContext) -> dict[str, Any]:
+    """Against as many reference rows as generated samples (equal set sizes, as PRDC advises)."""
+    real = ctx.subset(ctx.reference.features, ctx.n_samples)
+    pr = precision_recall(real, ctx.features, k=ctx.options["pr_k"])
+    return {**pr, "lineage": ctx.lineage(real.shape[0], ctx.n_samples)}
+
+
+def precision_recall_rows(r: dict[str, Any]) -> list[tuple[str, str, str]]:
+    return [
+        (key, fmt(r[key]), f"k={r.get('k')} (Kynkäänniemi et al. 2019)")
+        for key in ("precision", "recall")
+        if r.get(key) is not None
+    ]
+
+
+PRECISION_RECALL = register_metric(
+    Metric(
+        "precision_recall",
+        evaluate_precision_recall,
+        needs={Need.FEATURES, Need.REFERENCE},
+        summary=lambda r: {"precision": r["precision"], "recall": r["recall"]},
+        rows=precision_recall_rows,
+        function=precision_recall,
+        description="improved precision and recall (k-NN manifolds)",
+    )
+)

@@ -4,17 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from gan_models.config import TrainParams
 from gan_models.families import get_family
+from gan_models.metrics.report import metric_rows, metrics_markdown
 from gan_models.tracking import lineage as L
-
-
-def _num(x: Any, digits: int = 4) -> str:
-    if x is None:
-        return "n/a"
-    if isinstance(x, (int, float)) and not isinstance(x, bool):
-        return f"{x:.{digits}g}"
-    return str(x)
+from gan_models.training.params import TrainParams
 
 
 def _get(d: Any, *keys: str) -> Any:
@@ -26,54 +19,12 @@ def _get(d: Any, *keys: str) -> Any:
 
 
 def metrics_rows(metrics: dict[str, Any]) -> list[tuple[str, str, str]]:
-    """(metric, value, notes) rows of an evaluation result; absent metrics are left out."""
-    rows: list[tuple[str, str, str]] = []
-    fid = metrics.get("fid") or {}
-    if fid.get("value") is not None:
-        ci = fid.get("ci95") or {}
-        n_fake, n_real = _get(fid, "lineage", "n_fake"), _get(fid, "lineage", "n_real")
-        rows.append(
-            (
-                "FID",
-                f"{_num(fid['value'])} [{_num(ci.get('low'))}, {_num(ci.get('high'))}]",
-                f"95% bootstrap CI; {n_fake} generated vs {n_real} real",
-            )
-        )
-    floor = fid.get("floor") or {}
-    if floor.get("value") is not None:
-        rows.append(
-            (
-                "FID real-vs-real floor",
-                _num(floor["value"]),
-                f"{floor.get('split')} (n={floor.get('n_real_test')}) vs the reference: what a "
-                f"perfect generator scores here; generated at that n: "
-                f"{_num(fid.get('value_at_floor_n'))}",
-            )
-        )
-    pr = metrics.get("precision_recall") or {}
-    for key in ("precision", "recall"):
-        if pr.get(key) is not None:
-            rows.append((key, _num(pr[key]), f"k={pr.get('k')} (Kynkäänniemi et al. 2019)"))
-    dc = metrics.get("density_coverage") or {}
-    for key in ("density", "coverage"):
-        if dc.get(key) is not None:
-            rows.append((key, _num(dc[key]), f"k={dc.get('k')} (Naeem et al. 2020)"))
-    kid = metrics.get("kid") or {}
-    if kid.get("mean") is not None:
-        rows.append(("KID", f"{_num(kid['mean'])} ± {_num(kid.get('std'), 2)}", ""))
-    inception = metrics.get("is") or {}
-    if inception.get("mean") is not None:
-        rows.append(("IS", f"{_num(inception['mean'])} ± {_num(inception.get('std'), 2)}", ""))
-    cas = metrics.get("cas") or {}
-    if cas.get("accuracy") is not None:
-        rows.append(
-            (
-                "CAS",
-                _num(cas["accuracy"]),
-                f"real-data classifier: {_num(cas.get('real_data_accuracy'))}",
-            )
-        )
-    return rows
+    """(metric, value, notes) rows of an evaluation result; absent metrics are left out.
+
+    The rows of every registered metric, as the CLI table and the run summary show them
+    (:func:`gan_models.metrics.report.metric_rows`).
+    """
+    return metric_rows(metrics)
 
 
 def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
@@ -126,9 +77,9 @@ def model_card(
         "## Metrics",
         "",
     ]
-    rows = metrics_rows(metrics or {})
-    if rows:
-        out.append(_table(("metric", "value", "notes"), rows))
+    table = metrics_markdown(metrics or {})
+    if table:
+        out.append(table)
         ex = _get(metrics, "lineage", "extractor") or {}
         lin = (metrics or {}).get("lineage") or {}
         out += [

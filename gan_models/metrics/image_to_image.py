@@ -8,8 +8,10 @@
   untranslated inputs' FID, and the cycle reconstruction error ``|G_BA(G_AB(a)) - a|_1`` (and
   the reverse), mean absolute error in [-1, 1] pixel units.
 
-``gan_models.evaluation.evaluate_run`` adds these to a run's metrics.json; the inputs are the
-dataset's test split, which training never sees.
+The families' evaluation plans (``Family.evaluation``: SRGAN, CycleGAN) call these on the
+dataset's test split, which training never sees; both are registered metrics
+(``super_resolution``, ``translation``) whose results the plan supplies, so their summary numbers
+and table rows come from the registry like every other metric's.
 """
 
 from __future__ import annotations
@@ -20,14 +22,17 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from gan_models.errors import DataError
-from gan_models.families.base import Nets
-from gan_models.families.sr_metrics import convention, image_quality
 from gan_models.metrics.extractor import FeatureExtractor
 from gan_models.metrics.fid import feature_statistics, frechet_distance
 from gan_models.metrics.reference import ReferenceStats
+from gan_models.metrics.registry import Metric, fmt, register_metric
+from gan_models.metrics.ssim import convention, image_quality
+
+#: A family's networks by name (``gan_models.families.base.Nets``): only ``G`` is used here.
+Nets = dict[str, nn.Module]
 
 
 @torch.no_grad()
@@ -120,3 +125,76 @@ def translation_metrics(
             "n_real": int(real_dst.shape[0]),
         }
     return out
+
+
+# ---------------------------------------------------------------- registered metrics
+
+
+def super_resolution_summary(r: dict[str, Any]) -> dict[str, float]:
+    s: dict[str, float] = {}
+    for who in ("generator", "bicubic"):
+        s[f"sr_psnr_{who}"] = r[who]["psnr"]
+        s[f"sr_ssim_{who}"] = r[who]["ssim"]
+    return s
+
+
+def super_resolution_rows(r: dict[str, Any]) -> list[tuple[str, str, str]]:
+    rows = []
+    for m in ("psnr", "ssim"):
+        rows.append(
+            (
+                f"{m.upper()} (SR)",
+                fmt(r["generator"][m]),
+                f"bicubic {fmt(r['bicubic'][m])}; difference {r[f'{m}_gain']:+.4g}; "
+                f"x{r['scale']}, {r['n']} held-out images",
+            )
+        )
+    return rows
+
+
+def translation_summary(r: dict[str, Any]) -> dict[str, float]:
+    s: dict[str, float] = {}
+    for direction, m in r.items():
+        s[f"fid_{direction}"] = m["fid"]
+        s[f"cycle_l1_{direction}"] = m["cycle_l1"]
+    return s
+
+
+def translation_rows(r: dict[str, Any]) -> list[tuple[str, str, str]]:
+    rows = []
+    for direction, m in r.items():
+        arrow = direction.replace("_to_", "->").upper()
+        rows.append(
+            (
+                f"FID {arrow}",
+                fmt(m["fid"]),
+                f"floor {fmt(m['fid_floor'])}; untranslated inputs {fmt(m['fid_untranslated'])}; "
+                f"{m['n_inputs']} held-out inputs vs the target's reference",
+            )
+        )
+        rows.append((f"cycle L1 {arrow}", fmt(m["cycle_l1"]), "mean |x - G_back(G_forth(x))|"))
+    return rows
+
+
+# Computed by the family's evaluation plan (it needs the networks and both domains), not by
+# evaluate_generator: ``compute`` is None.
+SUPER_RESOLUTION = register_metric(
+    Metric(
+        "super_resolution",
+        None,
+        summary=super_resolution_summary,
+        rows=super_resolution_rows,
+        function=super_resolution_metrics,
+        description="PSNR and SSIM of super-resolved held-out images, and of bicubic upsampling",
+    )
+)
+TRANSLATION = register_metric(
+    Metric(
+        "translation",
+        None,
+        summary=translation_summary,
+        rows=translation_rows,
+        function=translation_metrics,
+        description="per-direction FID and cycle L1 error of a translation on held-out images",
+    )
+)
