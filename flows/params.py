@@ -183,7 +183,7 @@ class TrialOf(FlowParams):
 
     def args(self, params: str) -> list[str]:
         """``ganops tune`` arguments that run this one trial."""
-        from gan_models.tuning.study import trial_command
+        from gan_models.tuning.inputs import trial_command
 
         return trial_command(
             params,

@@ -61,10 +61,10 @@ def tune_runs_here(project: Path) -> bool:
 
     With tuning off it trains nothing, and its search space is not checked against the family
     (params/tune.yaml searches the latent size, which CycleGAN and SRGAN do not have)."""
-    from gan_models.tuning.study import _load_tune
+    from gan_models.tuning.inputs import load_tune
 
     params = TuneFlowParams(project_dir=str(project))
-    if not _load_tune(project / params.tune_params, []).enabled:
+    if not load_tune(project / params.tune_params, []).enabled:
         return False
     return runs_here(project, params)
 

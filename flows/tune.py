@@ -29,14 +29,14 @@ def study_summary(project: Path, best_file: str) -> Path | None:
     tuned = (yaml.safe_load(path.read_text()) or {}).get("tuned")
     if not tuned:
         return None
-    from gan_models.tuning.study import SUMMARY_FILE, TUNE_ROOT
+    from gan_models.tuning.inputs import SUMMARY_FILE, TUNE_ROOT
 
     return project / TUNE_ROOT / tuned["study"] / SUMMARY_FILE
 
 
 def runs_here(project: Path, params: TuneFlowParams) -> bool:
     """Whether the trials train in the command's own process (which then needs a GPU)."""
-    from gan_models.tuning.study import load_tuning
+    from gan_models.tuning.inputs import load_tuning
 
     tuning = load_tuning(
         project / params.params,

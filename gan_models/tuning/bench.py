@@ -13,7 +13,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from gan_models.tuning.study import load_tuning, run_study
+from gan_models.tuning.controller import run_study
+from gan_models.tuning.inputs import load_tuning
 
 
 def bench_tune(

@@ -12,8 +12,8 @@ import typer
 from gan_models.errors import ConfigError
 
 
-def register_commands(app: typer.Typer, bench_app: typer.Typer) -> None:
-    """``ganops tune`` on ``app``, ``ganops bench tune`` on ``bench_app``."""
+def register_bench_commands(bench_app: typer.Typer) -> None:
+    """Add ``tune`` to ``bench_app`` (the root CLI mounts it as ``ganops bench tune``)."""
 
     @bench_app.command("tune")
     def bench_tune_cmd(
@@ -44,7 +44,8 @@ def register_commands(app: typer.Typer, bench_app: typer.Typer) -> None:
         for kind in pruner or ():
             if kind not in kinds:
                 raise ConfigError(f"--pruner: expected one of {kinds}, got {kind!r}")
-        from gan_models.config import TrainParams, load_params
+        from gan_models.config import load_params
+        from gan_models.training.params import TrainParams
 
         load_params(params, TrainParams, [o for o in set_ or [] if not o.startswith("tune.")])
 
@@ -72,6 +73,10 @@ def register_commands(app: typer.Typer, bench_app: typer.Typer) -> None:
                 f"{x['best_within_unpruned_ci']}"
             )
         typer.echo(json.dumps(r))
+
+
+def register_commands(app: typer.Typer) -> None:
+    """Add ``tune`` to ``app`` (the root CLI mounts it at the top level)."""
 
     @app.command("tune")
     def tune_cmd(
@@ -125,16 +130,18 @@ def register_commands(app: typer.Typer, bench_app: typer.Typer) -> None:
         parent_run: Annotated[str | None, typer.Option(hidden=True)] = None,
     ) -> None:
         """Hyperparameter search over GAN training (Optuna), pruned on FID, logged to MLflow."""
+        from gan_models.tuning.controller import run_study
+        from gan_models.tuning.inputs import load_tune, load_tuning
         from gan_models.tuning.report import write_untuned
-        from gan_models.tuning.study import _load_tune, load_tuning, run_study
         from gan_models.tuning.trial import run_trial
 
         check_tune_overrides(set_)
         tune_sets = [o for o in set_ or [] if o.split("=", 1)[0].startswith("tune.")]
-        if when_enabled and not _load_tune(Path(tune_params), tune_sets).enabled:
+        if when_enabled and not load_tune(Path(tune_params), tune_sets).enabled:
             # The space is not checked against a study that does not run: with tuning off, the
             # pipeline trains any family, whatever params/tune.yaml searches.
-            from gan_models.config import TrainParams, load_params
+            from gan_models.config import load_params
+            from gan_models.training.params import TrainParams
 
             train_sets = [o for o in set_ or [] if o not in tune_sets]
             write_untuned(out, params, load_params(params, TrainParams, train_sets))
@@ -178,7 +185,8 @@ def register_commands(app: typer.Typer, bench_app: typer.Typer) -> None:
 def check_tune_overrides(overrides: list[str] | None) -> None:
     """A study's ``--set`` keys name ``tune`` or a training params section (ConfigError if not);
     what lies below them is checked when the study's inputs load."""
-    from gan_models.config import TrainParams, check_override_keys
+    from gan_models.config import check_override_keys
+    from gan_models.training.params import TrainParams
     from gan_models.tuning.config import TuneParams
 
     sections = {k: f.annotation for k, f in TrainParams.model_fields.items()}

@@ -17,8 +17,9 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from gan_models.config import Section, TrainParams, validate_model
+from gan_models.config import Section, validate_model
 from gan_models.errors import ConfigError
+from gan_models.training.params import TrainParams
 
 OBJECTIVES = ("fid", "seconds")  # final FID at the budget; wall time of the trial's training
 

@@ -8,17 +8,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from gan_models.config import TrainParams
-from gan_models.tuning.study import (
-    ATTR_PARENT_RUN,
-    ATTR_TRACKING_URI,
-    StudyReport,
-    Tuning,
-    display_url,
-    import_optuna,
-    report_dict,
-    trial_params,
-)
+from gan_models.training.params import TrainParams
+from gan_models.tuning.inputs import Tuning, trial_params
+from gan_models.tuning.optuna_import import import_optuna
+from gan_models.tuning.storage import ATTR_PARENT_RUN, ATTR_TRACKING_URI, display_url
+from gan_models.tuning.summary import StudyReport, report_dict
 from gan_models.utils.io import write_text_atomic
 
 

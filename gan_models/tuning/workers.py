@@ -3,7 +3,8 @@
 Each worker kind offers ``free()`` (may another trial start now), ``start(number)``, ``poll()``
 (trials whose worker ended, with how), ``held()`` (trials whose worker is known to be alive
 though it may not beat for itself yet: the controller beats for them), ``busy()`` and
-``stop()``; the controller in :func:`gan_models.tuning.study.run_study` drives them the same way.
+``stop()``; the controller in :func:`gan_models.tuning.controller.run_study` drives them the same
+way.
 """
 
 from __future__ import annotations
@@ -19,8 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from gan_models.errors import ConfigError, GanopsError
-from gan_models.tuning.study import TRIAL_DEPLOYMENT, Tuning
+from gan_models.tuning.inputs import Tuning
 from gan_models.tuning.trial import run_trial
+
+TRIAL_DEPLOYMENT = "train/train-trial"
 
 
 class InlineWorkers:
