@@ -35,7 +35,9 @@ import psutil
 
 from gan_models.errors import ConfigError, GanopsError
 from gan_models.utils.io import write_json_atomic
+from gan_models.utils.paths import project_root
 
+# What `up` records and writes, and the logs, live in this folder of the project root.
 STATE_DIR = ".ganops"
 STATE_FILE = "services.json"
 HOST = "127.0.0.1"
@@ -87,15 +89,6 @@ class ServiceStatus:
 
 
 # ----------------------------------------------------------------------------- state
-
-
-def project_root(start: str | Path | None = None) -> Path:
-    """The checkout: the nearest directory upward holding dvc.yaml or pyproject.toml."""
-    here = Path(start or Path.cwd()).resolve()
-    for d in (here, *here.parents):
-        if (d / "dvc.yaml").is_file() or (d / "pyproject.toml").is_file():
-            return d
-    return here
 
 
 def state_path(root: Path) -> Path:

@@ -16,9 +16,10 @@ from typing import Any
 
 import yaml
 
-from gan_models.config import TrainParams
 from gan_models.errors import DataError
+from gan_models.training.params import TrainParams
 from gan_models.utils.io import sha256_file
+from gan_models.utils.paths import project_root
 
 # Tag names, in one place: runs, model versions and the model card all use them.
 TAG_GIT_COMMIT = "ganops.git_commit"
@@ -51,15 +52,6 @@ LINEAGE_TAGS = (
     TAG_OPTUNA_STORAGE,
     TAG_TUNED_FROM_RUN,
 )
-
-
-def project_root(start: str | Path | None = None) -> Path:
-    """The nearest directory holding pyproject.toml, upward from ``start`` (the cwd); else it."""
-    here = Path(start or Path.cwd()).resolve()
-    for d in (here, *here.parents):
-        if (d / "pyproject.toml").is_file():
-            return d
-    return here
 
 
 def git_state(root: str | Path) -> tuple[str, str]:

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from gan_models.errors import GanopsError
-from gan_models.tracking.lineage import project_root
+from gan_models.utils.paths import project_root
 
 
 def tail(path: Path, lines: int = 20) -> str:
