@@ -106,7 +106,7 @@ bench-eval: setup
 	$(BIN)/ganops bench eval --run-dir runs/train
 
 bench-pipeline: setup
-	$(BIN)/ganops bench pipeline
+	$(BIN)/python -m flows.bench
 
 # The same study pruned and unpruned on mnist5k (needs `make demo`'s data and classifier first).
 bench-tune: setup

@@ -12,7 +12,11 @@ preset in this process (Prefect's temporary server included), and compares:
 Then it runs the same flow again: every stage is up to date, so that run's wall time is the
 fixed cost of a pipeline run (server, task bookkeeping, DVC checks)::
 
-    python -m flows.bench --preset params/dcgan-mnist5k-small.yaml
+    python -m flows.bench --preset params/dcgan-mnist5k-small.yaml   # make bench-pipeline
+    python -m flows.bench --tiny                                     # 8x8 digits, seconds
+
+A bad preset is refused with one ``error: ...`` line and exit code 2, as ``ganops`` does,
+before a scratch checkout or a Prefect server is made.
 """
 
 from __future__ import annotations
@@ -26,6 +30,9 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from gan_models.errors import GanopsError
+from gan_models.services import STATE_DIR
 
 SOURCE = Path(__file__).resolve().parents[1]
 # What a scratch checkout needs: the code DVC hashes and runs, the params and both pipelines.
@@ -83,7 +90,7 @@ def scratch_project(dest: str | Path, source: str | Path = SOURCE) -> Path:
         elif src.is_file():
             shutil.copy(src, dest / name)
     with open(dest / ".gitignore", "a") as f:
-        f.write("/.ganops/\n")
+        f.write(f"/{STATE_DIR}/\n")
     run(*GIT, "add", "-A")
     run(*GIT, "commit", "-qm", "scratch checkout")
     return dest
@@ -132,25 +139,36 @@ def bench_pipeline(
     }
 
 
-def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def main(argv: list[str] | None = None) -> int:
+    """``python -m flows.bench``: prints a summary line, then the result as JSON; the exit code."""
+    ap = argparse.ArgumentParser(prog="python -m flows.bench", description=__doc__.split("\n\n")[0])
     ap.add_argument("--preset", default="params/dcgan-mnist5k-small.yaml")
     ap.add_argument("--set", dest="overrides", action="append", default=[],
                     help="override on top of the preset (repeatable)")  # fmt: skip
     ap.add_argument("--workdir", default=None, help="keep the scratch checkout here")
     ap.add_argument("--tiny", action="store_true", help="8x8 digits, seconds per stage")
     args = ap.parse_args(argv)
-    if args.tiny:
-        r = bench_pipeline(None, [*TINY, *args.overrides], args.workdir, "digits", "digits")
-    else:
-        r = bench_pipeline(args.preset, args.overrides, args.workdir)
+    try:
+        if args.tiny:
+            r = bench_pipeline(None, [*TINY, *args.overrides], args.workdir, "digits", "digits")
+        else:
+            from gan_models.config import load_params
+            from gan_models.training.params import TrainParams
+
+            # refused here, before a scratch checkout and a Prefect server
+            load_params(args.preset, TrainParams)
+            r = bench_pipeline(args.preset, args.overrides, args.workdir)
+    except GanopsError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
     print(
         f"pipeline {r['wall_s']:.1f} s wall, stages {r['stages_s']:.1f} s: overhead "
         f"{100 * r['overhead']:.1f}% (ratio {r['wall_s'] / r['stages_s']:.3f}); "
         f"an up-to-date re-run takes {r['noop_wall_s']:.1f} s"
     )
     print(json.dumps(r))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -135,7 +135,6 @@ def test_bench_train_prints_json_last(capsys):
         (["bench", "train", "--rounds", "0"], "--rounds: expected a positive number, got 0"),
         (["bench", "eval", "--run-dir", "/nonexistent/run"], "--run-dir: /nonexistent/run"),
         (["bench", "eval", "--n-samples", "1"], "--n-samples: expected at least 2"),
-        (["bench", "pipeline", "--preset", "/nonexistent.yaml"], "params file not found"),
         (["bench", "tune", "--pruner", "sometimes"], "--pruner: expected one of ['median'"),
         (["bench", "tune", "--steps", "0"], "--steps: expected a positive number"),
         (["bench", "tune", "/nonexistent.yaml"], "/nonexistent.yaml: params file not found"),
@@ -144,6 +143,18 @@ def test_bench_train_prints_json_last(capsys):
 def test_bench_bad_input_is_one_line_and_exit_2(argv, message, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # nothing is written here either
     assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and message in err, err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_bench_pipeline_bad_preset_is_one_line_and_exit_2(capsys, tmp_path, monkeypatch):
+    """The flow benchmark (``python -m flows.bench``) refuses a bad preset as ``ganops`` does."""
+    from flows.bench import main as bench_pipeline_main
+
+    argv, message = ["--preset", "/nonexistent.yaml"], "params file not found"
+    monkeypatch.chdir(tmp_path)  # nothing is written here either
+    assert bench_pipeline_main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1 and message in err, err
     assert list(tmp_path.iterdir()) == []

@@ -9,12 +9,6 @@ import typer
 
 from gan_models.data.sources import SOURCES, fetch
 
-app = typer.Typer(
-    help="Fetch raw datasets into data/raw/NAME and list the sources.",
-    no_args_is_help=True,
-    add_completion=False,
-)
-
 
 def summary(meta: dict[str, Any], path: Path) -> str:
     """One line: name, count, shape, labels or classes, and where it was written."""
@@ -36,7 +30,6 @@ def summary(meta: dict[str, Any], path: Path) -> str:
     return f"{meta['name']} [{meta['source']}]: {body}, {labels} -> {path}"
 
 
-@app.command("fetch")
 def fetch_cmd(
     source: str = typer.Argument(..., help="One of the sources listed by `ganops data sources`."),
     name: str = typer.Option(..., "--name", help="Dataset name: writes OUT_ROOT/NAME/."),
@@ -78,7 +71,6 @@ def fetch_cmd(
     typer.echo(summary(meta, out_root / name))
 
 
-@app.command("sources")
 def sources_cmd() -> None:
     """List the data sources with their kind and description."""
     width = max(len(n) for n in SOURCES)
@@ -86,10 +78,7 @@ def sources_cmd() -> None:
         typer.echo(f"{s.name:<{width}}  {s.kind:<8}  {s.description}")
 
 
-def _register_stage_commands() -> None:
-    from gan_models.data.stage_cli import register_commands
-
-    register_commands(app)
-
-
-_register_stage_commands()
+def register_commands(app: typer.Typer) -> None:
+    """Add ``fetch`` and ``sources`` to ``app`` (the root CLI mounts them under ``ganops data``)."""
+    app.command("fetch")(fetch_cmd)
+    app.command("sources")(sources_cmd)

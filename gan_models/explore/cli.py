@@ -83,3 +83,8 @@ def _export_and_serve(gen, folder: Path, server, host: str, port: int) -> None:
         pass
     finally:
         server.server_close()
+
+
+def register_commands(app: typer.Typer) -> None:
+    """Add ``explore`` to ``app`` (the root CLI mounts it at the top level)."""
+    app.command("explore")(explore_cmd)
