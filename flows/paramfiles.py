@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import re
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -80,6 +81,13 @@ def stage_names(project: Path) -> list[str]:
     return list((read_dvc_yaml(project).get("stages") or {}).keys())
 
 
+def stage_option(project: Path, stage: str, option: str) -> str | None:
+    """The value of ``option`` in a dvc.yaml stage's command (e.g. the train stage's --run-dir)."""
+    spec = (read_dvc_yaml(project).get("stages") or {}).get(stage) or {}
+    m = re.search(rf"{re.escape(option)}[ =](\S+)", str(spec.get("cmd", "")))
+    return m.group(1) if m else None
+
+
 def file_for(project: Path, section: str, files: dict[str, Path]) -> Path:
     if section in files:
         return files[section]
@@ -96,7 +104,8 @@ def file_for(project: Path, section: str, files: dict[str, Path]) -> Path:
 
 
 def _train_loader(path: Path) -> Any:
-    from gan_models.config import TrainParams, load_params
+    from gan_models.config import load_params
+    from gan_models.training.params import TrainParams
 
     return load_params(path, TrainParams)
 
@@ -120,45 +129,69 @@ def _fetch_loader(path: Path) -> Any:
     return section
 
 
-def _section_loader(section: str) -> Callable[[Path], Any]:
-    def load(path: Path) -> Any:
-        from gan_models.config import load_section
-
-        if section == "validate":
-            from gan_models.data.gx_suite import ValidateParams as model
-        elif section == "preprocess":
-            from gan_models.data.preprocess import PreprocessParams as model
-        elif section == "features":
-            from gan_models.metrics.config import FeaturesParams as model
-        elif section == "evaluate":
-            from gan_models.metrics.config import EvaluateParams as model
-        elif section == "tune":
-            from gan_models.tuning.config import TuneParams as model
-        else:
-            from gan_models.tracking.gate import RegisterParams as model
-        return load_section(path, section, model)
-
-    return load
+# One loader per section with its own params model, imported only when a file holding that
+# section is checked (the models pull in torch and friends).
 
 
-# Every section some params file holds for the pipeline, each with its typed loader below.
-KNOWN_SECTIONS = frozenset(
-    {*TRAIN_SECTIONS, "name", "fetch", "validate", "preprocess", "features", "evaluate",
-     "register", "tune"}
-)  # fmt: skip
+def _validate_loader(path: Path) -> Any:
+    from gan_models.config import load_section
+    from gan_models.data.gx_suite import ValidateParams
+
+    return load_section(path, "validate", ValidateParams)
+
+
+def _preprocess_loader(path: Path) -> Any:
+    from gan_models.config import load_section
+    from gan_models.data.preprocess import PreprocessParams
+
+    return load_section(path, "preprocess", PreprocessParams)
+
+
+def _features_loader(path: Path) -> Any:
+    from gan_models.config import load_section
+    from gan_models.metrics.config import FeaturesParams
+
+    return load_section(path, "features", FeaturesParams)
+
+
+def _evaluate_loader(path: Path) -> Any:
+    from gan_models.config import load_section
+    from gan_models.metrics.config import EvaluateParams
+
+    return load_section(path, "evaluate", EvaluateParams)
+
+
+def _tune_loader(path: Path) -> Any:
+    from gan_models.config import load_section
+    from gan_models.tuning.config import TuneParams
+
+    return load_section(path, "tune", TuneParams)
+
+
+def _register_loader(path: Path) -> Any:
+    from gan_models.config import load_section
+    from gan_models.tracking.gate import RegisterParams
+
+    return load_section(path, "register", RegisterParams)
+
+
+# Every section some params file holds for the pipeline -> the typed loader its command uses.
+SECTION_LOADERS: dict[str, Callable[[Path], Any]] = {
+    **dict.fromkeys((*TRAIN_SECTIONS, "name"), _train_loader),
+    "fetch": _fetch_loader,
+    "validate": _validate_loader,
+    "preprocess": _preprocess_loader,
+    "features": _features_loader,
+    "evaluate": _evaluate_loader,
+    "tune": _tune_loader,
+    "register": _register_loader,
+}
+KNOWN_SECTIONS = frozenset(SECTION_LOADERS)
 
 
 def loaders(sections: Iterable[str]) -> dict[str, Callable[[Path], Any]]:
     """The typed loader of each section (the one its command uses); unknown sections: none."""
-    out: dict[str, Callable[[Path], Any]] = {}
-    for s in sections:
-        if s in (*TRAIN_SECTIONS, "name"):
-            out[s] = _train_loader
-        elif s == "fetch":
-            out[s] = _fetch_loader
-        elif s in ("validate", "preprocess", "features", "evaluate", "register", "tune"):
-            out[s] = _section_loader(s)
-    return out
+    return {s: SECTION_LOADERS[s] for s in sections if s in SECTION_LOADERS}
 
 
 # ----------------------------------------------------------------------------- editing
@@ -222,7 +255,8 @@ class ParamsEdit:
         Only keys the preset (or a file it extends) sets are written, not every default; the
         pipeline keys (FID during training) are kept unless the preset sets them.
         """
-        from gan_models.config import TrainParams, load_params
+        from gan_models.config import load_params
+        from gan_models.training.params import TrainParams
 
         if not preset.is_file():
             raise ConfigError(f"preset: {preset} not found (expected a params file)")

@@ -24,7 +24,8 @@ from typing import Any
 
 from prefect import flow
 
-from flows.paramfiles import stage_names
+from flows.locks import project_lock
+from flows.paramfiles import stage_names, stage_option
 from flows.params import (
     BatchSize,
     DatasetName,
@@ -38,15 +39,8 @@ from flows.params import (
     TuneFlowParams,
     form_choice,
 )
-from flows.tasks import (
-    configure,
-    project_lock,
-    publish_summary,
-    publish_trials,
-    read_registration,
-    run_stage,
-    stage_option,
-)
+from flows.summary import publish_trials, read_registration
+from flows.tasks import configure, publish_summary, run_stage
 from flows.tune import runs_here, study_summary
 
 TRAIN_STAGE = "train"

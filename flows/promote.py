@@ -16,8 +16,10 @@ from typing import Any
 from prefect import flow
 
 from flows.params import PromoteParams
-from flows.tasks import STATE_DIR, publish_summary, read_registration, run_ganops
+from flows.summary import read_registration
+from flows.tasks import publish_summary, run_ganops
 from gan_models.errors import ConfigError
+from gan_models.services import STATE_DIR
 
 # str(PromotionDecision): "NAME version V: DECISION[ against version C]: REASON"
 DECISION_RE = re.compile(

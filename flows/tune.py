@@ -16,7 +16,8 @@ from typing import Any
 from prefect import flow
 
 from flows.params import TuneFlowParams
-from flows.tasks import publish_trials, run_ganops
+from flows.summary import publish_trials
+from flows.tasks import run_ganops
 
 
 def study_summary(project: Path, best_file: str) -> Path | None:

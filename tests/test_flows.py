@@ -26,16 +26,9 @@ from flows.bench import TINY, scratch_project
 from flows.paramfiles import apply_pipeline_params
 from flows.params import PipelineParams, PromoteParams, TrainTrialParams
 from flows.pipeline import pipeline
-from flows.tasks import (
-    PROGRESS_KEY,
-    PrefectProgress,
-    ProgressArtifact,
-    StageFailed,
-    StageUserError,
-    StatsFollower,
-    project_env,
-    run_stage,
-)
+from flows.progress import PROGRESS_KEY, PrefectProgress, ProgressArtifact, StatsFollower
+from flows.runner import StageFailed, StageUserError, project_env
+from flows.tasks import run_stage
 from flows.train import train as train_flow
 from gan_models.errors import ConfigError
 from gan_models.gpu import gpu_slot, host_gpus
@@ -334,9 +327,9 @@ def test_run_form_schema_has_top_level_selects_and_bounded_numbers():
     """What Prefect's "Custom run" form is built from (the deployment's parameter schema)."""
     from prefect.utilities.callables import parameter_schema
 
-    from gan_models.config import find_presets
     from gan_models.data.sources import SOURCES
     from gan_models.families import FAMILIES
+    from gan_models.training.params import find_presets
 
     schema = parameter_schema(pipeline).model_dump()
     props = schema["properties"]
@@ -515,9 +508,9 @@ def test_stats_follower_reports_only_the_new_session(tmp_path):
 def test_trainer_callback_updates_a_progress_artifact(tmp_path):
     import numpy as np
 
-    from gan_models.config import TrainParams
     from gan_models.data.format import write_imageset
     from gan_models.training import train
+    from gan_models.training.params import TrainParams
 
     images = np.random.default_rng(0).integers(0, 255, (32, 1, 8, 8)).astype(np.uint8)
     write_imageset(tmp_path / "noise", {"images": images}, meta={"name": "noise", "source": "test"})

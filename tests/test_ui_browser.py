@@ -179,7 +179,7 @@ def test_dvc_plots_page_draws_the_curves_offline(stack, tmp_path):
     import subprocess
     import threading
 
-    from flows.tasks import project_env
+    from flows.runner import project_env
 
     project = stack[0]
     assert (project / "runs/train/curves/fid.csv").read_text().count("\n") >= 3  # the run above
