@@ -2,7 +2,7 @@
 
 A metric says what it needs (:class:`Need`), how it computes its result from an
 :class:`EvalContext` (a dict carrying its ``lineage``), which flat numbers it reports (the
-``summary`` that MLflow, DVC metrics and the tuning objective read) and which table rows it shows
+``summary`` that MLflow and DVC metrics read) and which table rows it shows
 (the CLI, the model card and the Prefect run summary all render those rows, see
 :mod:`gan_models.metrics.report`). :func:`~gan_models.metrics.evaluate.evaluate_generator`
 computes what the registered metrics need once and loops over the registry, so adding a metric

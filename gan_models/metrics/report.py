@@ -3,7 +3,7 @@
 Every place that shows metrics renders them from here: the ``ganops evaluate`` / ``ganops summary``
 table (:func:`format_metrics_table`), the model card and the Prefect run summary
 (:func:`metrics_markdown`, from the same :func:`metric_rows`), and the flat ``summary`` of numbers
-that MLflow, DVC metrics and tuning objectives read (:func:`summary_numbers`). Each registered
+that MLflow and DVC metrics read (:func:`summary_numbers`). Each registered
 metric gives its own rows and numbers (:class:`~gan_models.metrics.registry.Metric`), so a new
 metric shows up everywhere without touching this module. Absent metrics (a partial result, a
 metric that did not apply) are left out.
