@@ -71,11 +71,10 @@ def summary_markdown(
     metrics_path = run_dir / "metrics.json"
     out += ["", "## Metrics", ""]
     if metrics_path.is_file():
-        from gan_models.tracking.card import metrics_rows
+        from gan_models.metrics.report import metrics_markdown
 
         metrics = json.loads(metrics_path.read_text())
-        out += ["| metric | value | notes |", "|---|---|---|"]
-        out += [f"| {m} | {v} | {n} |" for m, v, n in metrics_rows(metrics)]
+        out += metrics_markdown(metrics).splitlines()
         ex = (metrics.get("lineage") or {}).get("extractor") or {}
         out += ["", f"From `{metrics_path}` (features: {ex.get('name', 'n/a')})."]
     else:
