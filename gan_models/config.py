@@ -47,6 +47,9 @@ class DataConfig(Section):
     prefetch: int = Field(2, ge=0, description="batches read ahead by a thread (0 = none)")
 
 
+SHARED_SECTIONS = ("model", "loss")  # the sections the families share (see SharedSection)
+
+
 class SharedSection(Section):
     """A section the families share (``model``, ``loss``): the keys here are read by several
     families; a family's own keys (``loss.cycle_weight``) are declared by the family's options
@@ -261,9 +264,7 @@ def validate_model(model: type[M], data: dict[str, Any], source: str) -> M:
         raise ConfigError(_format_validation_error(source, e)) from None
 
 
-def load_params(
-    path: str | Path, model: type[M], overrides: list[str] | None = None
-) -> M:
+def load_params(path: str | Path, model: type[M], overrides: list[str] | None = None) -> M:
     """Load a whole params file (with ``extends`` and ``--set`` overrides) into ``model``."""
     path = Path(path)
     check_override_keys(overrides, model)

@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gan_models.config import load_params
 from gan_models.data.format import ImageSet
 from gan_models.errors import DataError, GanopsError
 from gan_models.families import FAMILIES, get_family
@@ -19,7 +18,7 @@ from gan_models.training.batches import load_training_set
 from gan_models.training.checkpoint import latest_checkpoint, load_checkpoint
 from gan_models.training.device import select_device
 from gan_models.training.generate import generate_from_latents, generate_images, sample_latents
-from gan_models.training.params import TrainParams
+from gan_models.training.params import TrainParams, load_run_config
 from gan_models.utils.images import interleave_pairs, save_grid_png
 from gan_models.utils.io import atomic_path
 
@@ -44,7 +43,7 @@ class RunGenerator:
         run_dir = Path(run_dir)
         if not (run_dir / "config.yaml").is_file() or not (run_dir / "spec.json").is_file():
             raise GanopsError(f"{run_dir} is not a training run folder (no config.yaml/spec.json)")
-        params = load_params(run_dir / "config.yaml", TrainParams)
+        params = load_run_config(run_dir / "config.yaml")
         spec = DataSpec(**json.loads((run_dir / "spec.json").read_text()))
         family = get_family(params.model.family)
         nets = family.build(params, spec)

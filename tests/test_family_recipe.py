@@ -123,8 +123,8 @@ def params_file(
         f"data:\n  path: {processed}\n  split: train\n  image_size: 8\n"
         f"model:\n  family: {family}\n  latent_dim: 8\n{model}"
         f"loss:\n{loss or '  {}'}\n"
-        "train:\n  steps: 30\n  batch_size: 16\n  lr: 0.002\n  log_every: 5\n"
-        "  checkpoint_every: 30\n  progress: false\n"
+        "train:\n  steps: 200\n  batch_size: 16\n  lr: 0.002\n  log_every: 20\n"
+        "  checkpoint_every: 200\n  ema_decay: null\n  progress: false\n"
     )
     return path
 
@@ -139,14 +139,12 @@ def test_a_family_defined_in_one_file_runs_through_every_stage(tmp_path, process
     run = tmp_path / "run"
     result = train(params, run)
     stats = [json.loads(x) for x in (run / "stats.jsonl").read_text().splitlines()]
-    assert result.steps == 30 and all(np.isfinite(r["G/loss"]) for r in stats)
+    assert result.steps == 200 and all(np.isfinite(r["G/loss"]) for r in stats)
     assert "hidden: 12" in (run / "config.yaml").read_text()  # the resolved config shows them
 
     gen = RunGenerator.from_run_dir(run)
     images, _ = gen.generate(6, seed=3)
     assert images.shape == (6, 1, 8, 8) and torch.equal(images, gen.generate(6, seed=3)[0])
-    # it learned: bars are bright columns on a dark ground, so its samples are darker than noise
-    assert images.mean() < -0.2
 
     features = tmp_path / "features"
     train_features(
@@ -155,7 +153,8 @@ def test_a_family_defined_in_one_file_runs_through_every_stage(tmp_path, process
     ev = EvaluateParams(n_samples=30, fid_bootstrap=10, kid_subsets=5, memorization_samples=10)
     evaluate_run(run, features=FeaturesParams(), evaluate=ev, features_dir=features)
     metrics = json.loads((run / "metrics.json").read_text())
-    assert metrics["run"]["family"] == "tiny-mlp" and metrics["fid"]["value"] > 0
+    assert metrics["run"]["family"] == "tiny-mlp"
+    assert 0 < metrics["fid"]["value"] < metrics["fid"]["untrained"]  # it learned
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     version = register_run(run, tracking_uri=uri)
@@ -187,3 +186,33 @@ def test_ganops_families_lists_it_with_its_options(capsys):
     assert "tiny-mlp" in out
     assert "option: model.hidden = 16: hidden units of both MLPs" in out
     assert "option: loss.smoothing = 0.1: one-sided label smoothing of D" in out
+
+
+OLD_RESOLVED = """\
+name: old
+data: {path: data/raw/mnist5k, split: null, image_size: 32}
+model: {family: srgan, latent_dim: 64, width: 16, depth: 3, spectral_norm: false, d_norm: null,
+  embed_dim: 16, res_blocks: null, scale: 2, mapping_layers: 8}
+loss: {type: null, n_critic: null, gp_weight: 10.0, clip: 0.01, r1_gamma: 0.0, r1_every: 16,
+  cycle_weight: 10.0, identity_weight: 0.5, pool_size: 50, content: ssim, content_weight: 1.0,
+  content_network: null, adv_weight: null, style_mixing: 0.9}
+"""
+
+
+def test_a_run_folder_from_before_family_options_still_loads(tmp_path):
+    """Its config.yaml holds every family's keys at their defaults: a params file like that is
+    refused, a run folder's resolved config loads with the same values."""
+    from gan_models.training.params import load_run_config
+
+    path = tmp_path / "config.yaml"
+    path.write_text(OLD_RESOLVED)
+    with pytest.raises(ConfigError, match="model.depth: the srgan family does not read"):
+        load_params(path, TrainParams)
+    p = load_run_config(path)
+    assert (p.model.scale, p.model.res_blocks, p.loss.content, p.loss.adv_weight) == (
+        2,
+        16,
+        "ssim",
+        1e-3,
+    )
+    assert "depth" not in p.to_dict()["model"] and "gp_weight" not in p.to_dict()["loss"]

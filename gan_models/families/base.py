@@ -35,6 +35,7 @@ import torch
 from pydantic import BaseModel, ConfigDict
 from torch import Tensor, nn
 
+from gan_models.config import SHARED_SECTIONS
 from gan_models.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -44,7 +45,6 @@ if TYPE_CHECKING:
     from gan_models.training.params import TrainParams
 
 Nets = dict[str, nn.Module]
-SHARED_SECTIONS = ("model", "loss")  # params sections whose keys each family reads or not
 Batch = dict[str, Tensor]
 Losses = dict[str, Tensor]
 

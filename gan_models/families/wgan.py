@@ -6,7 +6,7 @@ Arjovsky et al. 2017: n_critic = 5 critic steps per generator step, weights clip
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from pydantic import Field
@@ -45,6 +45,15 @@ class WGANLoss(FamilyOptions):
     clip: float = Field(0.01, gt=0, description="critic weights are clipped to [-clip, clip]")
 
 
+# What WGAN-GP shares with WGAN: the objective, 5 critic steps per G step, DCGAN's networks.
+WASSERSTEIN_CRITIC: dict[str, Any] = {
+    "default_loss": "wasserstein",
+    "default_n_critic": 5,
+    "allowed_losses": ("wasserstein",),
+    "check": require_power_of_two,
+    "reads": NET_KEYS | PAIR_LOSS_KEYS,
+}
+
 FAMILY = Family(
     name="wgan",
     description="Wasserstein critic with weight clipping, n_critic=5",
@@ -52,10 +61,6 @@ FAMILY = Family(
     build=build,
     phases=phases,
     generate=generate,
-    default_loss="wasserstein",
-    default_n_critic=5,
-    allowed_losses=("wasserstein",),
-    check=require_power_of_two,
-    reads=NET_KEYS | PAIR_LOSS_KEYS,
     options={"loss": WGANLoss},
+    **WASSERSTEIN_CRITIC,
 )

@@ -13,12 +13,11 @@ from torch import Tensor, nn
 
 from gan_models.families.base import DataSpec, Family, FamilyOptions, Nets, Phase
 from gan_models.families.common import (
-    PAIR_LOSS_KEYS,
     generate,
-    require_power_of_two,
     single_pair_phases,
 )
-from gan_models.families.dcgan import NET_KEYS, build_pair
+from gan_models.families.dcgan import build_pair
+from gan_models.families.wgan import WASSERSTEIN_CRITIC
 from gan_models.losses import gradient_penalty
 
 if TYPE_CHECKING:
@@ -52,10 +51,6 @@ FAMILY = Family(
     build=build,
     phases=phases,
     generate=generate,
-    default_loss="wasserstein",
-    default_n_critic=5,
-    allowed_losses=("wasserstein",),
-    check=require_power_of_two,
-    reads=NET_KEYS | PAIR_LOSS_KEYS,
     options={"loss": WGANGPLoss},
+    **WASSERSTEIN_CRITIC,
 )

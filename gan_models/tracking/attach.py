@@ -12,7 +12,6 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
-from gan_models.config import load_params
 from gan_models.errors import GanopsError
 from gan_models.tracking.lineage import DATA_UNAVAILABLE, TAG_DATA_VERSION_SOURCE, run_tags
 from gan_models.tracking.run_contents import log_data_record, log_params, log_run_files
@@ -23,7 +22,7 @@ from gan_models.tracking.store import (
     ensure_experiment,
     resolve_tracking_uri,
 )
-from gan_models.training.params import TrainParams
+from gan_models.training.params import load_run_config
 from gan_models.utils.paths import project_root
 
 
@@ -50,7 +49,7 @@ def attach_run(
         return ref
     if not (run_dir / "config.yaml").is_file():
         raise GanopsError(f"{run_dir} is not a training run folder (no config.yaml)")
-    params = load_params(run_dir / "config.yaml", TrainParams)
+    params = load_run_config(run_dir / "config.yaml")
     root = project_root()
     client = MlflowClient(uri)
     experiment_id = ensure_experiment(experiment or DEFAULT_EXPERIMENT, uri, root)

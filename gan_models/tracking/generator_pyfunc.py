@@ -74,7 +74,7 @@ class GeneratorModel(PythonModel):
 
     def from_latents(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """Images (N, C, H, W) in [-1, 1] for latents z (N, Z), batched as sampling does."""
-        from gan_models.training.loop import generate_from_latents
+        from gan_models.training.generate import generate_from_latents
 
         g = self.generator
         if g.family.conditional and labels is None:

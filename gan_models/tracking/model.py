@@ -23,7 +23,7 @@ import numpy as np
 
 from gan_models.errors import GanopsError
 from gan_models.sampling import RunGenerator
-from gan_models.training.loop import sample_latents
+from gan_models.training.generate import sample_latents
 from gan_models.utils.io import sha256_file
 
 if TYPE_CHECKING:

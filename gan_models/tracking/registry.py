@@ -14,7 +14,6 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from gan_models.config import load_params
 from gan_models.errors import ConfigError, GanopsError
 from gan_models.tracking import lineage as L
 from gan_models.tracking.attach import attach_run
@@ -24,7 +23,7 @@ from gan_models.tracking.gate import CHALLENGER
 from gan_models.tracking.model import MODEL_NAME_IN_RUN, check_run_folder, log_generator_model
 from gan_models.tracking.run_ref import run_ref_extra, update_run_ref
 from gan_models.tracking.store import using_tracking_uri
-from gan_models.training.params import TrainParams
+from gan_models.training.params import TrainParams, load_run_config
 from gan_models.utils.io import sha256_file
 
 if TYPE_CHECKING:
@@ -141,7 +140,7 @@ def register_run(
     run_dir = check_run_folder(run_dir)
     mpath = find_metrics(run_dir, metrics_path)
     metrics = read_metrics(mpath)
-    params = load_params(run_dir / "config.yaml", TrainParams)
+    params = load_run_config(run_dir / "config.yaml")
     ref = attach_run(run_dir, tracking_uri=tracking_uri)
     client = MlflowClient(ref.tracking_uri)
     run = client.get_run(ref.run_id)

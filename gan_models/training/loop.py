@@ -45,7 +45,7 @@ from gan_models.training.checkpoint import (
 from gan_models.training.device import autocast, deterministic_mode, select_device
 from gan_models.training.ema import EMA
 from gan_models.training.generate import generate_from_latents, generate_images
-from gan_models.training.params import TrainParams
+from gan_models.training.params import TrainParams, load_run_config
 from gan_models.training.profile import resolve_profile
 from gan_models.training.run_dir import (
     check_resume_config,
@@ -158,7 +158,7 @@ def train(
             "pass --resume to continue it or choose another --run-dir"
         )
     if resume is True and (run_dir / "config.yaml").exists():
-        saved = load_params(run_dir / "config.yaml", TrainParams)
+        saved = load_run_config(run_dir / "config.yaml")
         check_resume_config(saved, params, run_dir)
 
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -18,11 +18,12 @@ import difflib
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import Field, ValidationError, model_validator
 
 from gan_models.config import (
+    SHARED_SECTIONS,
     DataConfig,
     LossConfig,
     ModelConfig,
@@ -33,8 +34,9 @@ from gan_models.config import (
     read_params_yaml,
 )
 from gan_models.errors import ConfigError
-from gan_models.families import FAMILIES, Family, option_owners
-from gan_models.families.base import SHARED_SECTIONS
+
+if TYPE_CHECKING:
+    from gan_models.families import Family
 
 
 class TrainParams(Section):
@@ -53,6 +55,9 @@ class TrainParams(Section):
 
     @model_validator(mode="after")
     def _family_owns_its_keys(self) -> TrainParams:
+        # the zoo imports torch; loaded on first validation, so a command's --help stays quick
+        from gan_models.families import FAMILIES
+
         family = FAMILIES.get(self.model.family)
         if family is None:
             raise ValueError(
@@ -82,6 +87,8 @@ class TrainParams(Section):
 
 def _family_options(family: Family, section: str, values: Any) -> dict[str, Any]:
     """The family's own keys of ``section``, validated by its options model, defaults filled."""
+    from gan_models.families import option_owners
+
     given = dict(values.__pydantic_extra__ or {})
     model = family.options.get(section)
     own = model.model_fields if model is not None else {}
@@ -110,6 +117,33 @@ def _family_options(family: Family, section: str, values: Any) -> dict[str, Any]
         err = e.errors()[0]
         loc = ".".join(str(p) for p in err["loc"])
         raise ValueError(f"{section}.{loc}: {err['msg']} (got {err.get('input')!r})") from None
+
+
+def load_run_config(path: str | Path) -> TrainParams:
+    """A run folder's config.yaml, the resolved params the trainer wrote.
+
+    Folders written before families owned their options hold every family's keys at their
+    defaults (the check then refused any other value of a key the family did not read), and
+    null for "the family's default" (``res_blocks``, ``adv_weight``); those are dropped, so older
+    runs and the models registered from them still load, with the same values.
+    """
+    path = Path(path)
+    data = read_params_yaml(path)
+    from gan_models.families import FAMILIES
+
+    family = FAMILIES.get(str((data.get("model") or {}).get("family")))
+    if family is not None:
+        for section in SHARED_SECTIONS:
+            values = data.get(section)
+            if isinstance(values, dict):
+                shared = TrainParams.model_fields[section].annotation.model_fields
+                own = getattr(family.options.get(section), "model_fields", {})
+                data[section] = {
+                    k: v
+                    for k, v in values.items()
+                    if k in shared or (k in own and (v is not None or own[k].default is None))
+                }  # an old null meant "the family's default", which its options model holds
+    return params_from_data(path, data, TrainParams)
 
 
 def find_presets(params_dir: str | Path = "params") -> dict[str, list[tuple[str, TrainParams]]]:

@@ -7,9 +7,8 @@ import json
 import shutil
 from pathlib import Path
 
-from gan_models.config import load_params
 from gan_models.errors import ConfigError
-from gan_models.training.params import TrainParams
+from gan_models.training.params import TrainParams, load_run_config
 from gan_models.utils.dicts import flatten
 from gan_models.utils.io import write_text_atomic
 
@@ -57,7 +56,7 @@ def restart_reason(run_dir: Path, params: TrainParams) -> str | None:
     if not (run_dir / "config.yaml").exists():
         return "no config.yaml next to the checkpoints"
     try:
-        check_resume_config(load_params(run_dir / "config.yaml", TrainParams), params, run_dir)
+        check_resume_config(load_run_config(run_dir / "config.yaml"), params, run_dir)
     except ConfigError as e:
         return str(e)
     return None
