@@ -74,7 +74,7 @@ def source_names() -> tuple[str, ...]:
 
 def preset_names(params_dir: str | Path = PROJECT_DIR / "params") -> tuple[str, ...]:
     """The preset files ``params/FAMILY-DATASET-SIZE.yaml``, by name (file stem)."""
-    from gan_models.config import find_presets
+    from gan_models.training.params import find_presets
 
     if not Path(params_dir).is_dir():  # flows installed away from a checkout: no presets here
         return ()

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 
 from gan_models.cli import main
-from gan_models.config import TrainParams
 from gan_models.data.format import write_imageset
 from gan_models.evaluation import evaluate_run, train_features
 from gan_models.metrics.config import EvaluateParams, FeaturesParams
 from gan_models.training import train
+from gan_models.training.params import TrainParams
 
 
 @pytest.fixture(autouse=True)

@@ -28,7 +28,6 @@ from PIL import Image
 from test_registry import evaluated_copy, metrics_json
 from test_zoo import _bars
 
-from gan_models.config import TrainParams
 from gan_models.data.format import write_imageset
 from gan_models.errors import GanopsError
 from gan_models.explore.bundle import write_bundle
@@ -40,7 +39,8 @@ from gan_models.sampling import RunGenerator
 from gan_models.tracking.registry import register_run
 from gan_models.tracking.store import using_tracking_uri
 from gan_models.training import train
-from gan_models.training.loop import generate_from_latents, sample_latents
+from gan_models.training.generate import generate_from_latents, sample_latents
+from gan_models.training.params import TrainParams
 from gan_models.utils.images import to_uint8
 
 ROOT = Path(__file__).resolve().parent.parent

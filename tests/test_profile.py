@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from gan_models.config import TrainParams
 from gan_models.data.format import write_imageset
 from gan_models.training import train
+from gan_models.training.params import TrainParams
 from gan_models.training.profile import resolve_profile
 
 

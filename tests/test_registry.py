@@ -28,7 +28,7 @@ from gan_models.tracking.registry import register_run
 from gan_models.tracking.run_ref import RUN_REF_FILE, read_run_ref
 from gan_models.tracking.store import using_tracking_uri
 from gan_models.training import train
-from gan_models.training.loop import sample_latents
+from gan_models.training.generate import sample_latents
 
 EXTRACTOR = {"name": "domain", "sha256": "cd" * 32, "resize": "none"}
 

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import torch
 
-from gan_models.config import TrainParams
 from gan_models.data.format import ImageSet, write_imageset
 from gan_models.metrics.domain_classifier import fit_classifier, train_domain_classifier
 from gan_models.training import train
+from gan_models.training.params import TrainParams
 from gan_models.utils.determinism import DETERMINISTIC_THREADS, lineage, pinned_threads
 
 

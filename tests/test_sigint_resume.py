@@ -19,9 +19,10 @@ import numpy as np
 import pytest
 import torch
 
-from gan_models.config import TrainParams, dump_yaml
+from gan_models.config import dump_yaml
 from gan_models.data.format import write_imageset
 from gan_models.sampling import RunGenerator
+from gan_models.training.params import TrainParams
 
 GANOPS = str(Path(sys.executable).with_name("ganops"))
 SEED = 20  # change it to try other interrupt points; the delays it gives are printed

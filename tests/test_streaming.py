@@ -11,11 +11,12 @@ import numpy as np
 import pytest
 import torch
 
-from gan_models.config import TrainParams, dump_yaml
+from gan_models.config import dump_yaml
 from gan_models.data.format import read_imageset, write_imageset
 from gan_models.errors import DataError
 from gan_models.training import StepInfo, train
 from gan_models.training.batches import BatchStream, RowReader, load_training_set
+from gan_models.training.params import TrainParams
 
 
 @pytest.fixture(scope="module")

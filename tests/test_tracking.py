@@ -17,7 +17,7 @@ from mlflow.tracking import MlflowClient
 from mlflow_server import shared_mlflow_server, tiny_params_yaml, write_bars
 from PIL import Image
 
-from gan_models.config import TrainParams, load_params
+from gan_models.config import load_params
 from gan_models.errors import GanopsError
 from gan_models.tracking import lineage as L
 from gan_models.tracking.evaluation_log import log_evaluation
@@ -25,6 +25,7 @@ from gan_models.tracking.run_ref import RUN_REF_FILE, read_run_ref
 from gan_models.tracking.server import free_port, start_mlflow_server, stop_process
 from gan_models.tracking.store import default_tracking_uri, resolve_tracking_uri, using_tracking_uri
 from gan_models.tracking.training_run import tracked_train
+from gan_models.training.params import TrainParams
 from gan_models.utils.io import sha256_file
 
 

@@ -16,8 +16,8 @@ from gan_models.errors import ConfigError, GanopsError
 from gan_models.families import FAMILIES
 from gan_models.sampling import RunGenerator
 from gan_models.training import StepInfo, TrainingDiverged, train
-from gan_models.training.stop import TrainingInterrupted
 from gan_models.training.params import TrainParams
+from gan_models.training.stop import TrainingInterrupted
 
 # The image families; the translation, super-resolution and style families are in test_zoo.py.
 FAMILY_NAMES = ["cgan", "dcgan", "vanilla", "wgan", "wgan-gp"]
