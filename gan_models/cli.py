@@ -241,8 +241,8 @@ def features_train_cmd(
     ] = None,
 ) -> None:
     """Train the domain classifier whose features and softmax the metrics use."""
-    from gan_models.evaluation import train_features
     from gan_models.metrics.config import load_features_params
+    from gan_models.metrics.extractors import train_features
 
     card = train_features(processed_root / name, load_features_params(params, set_), out)
     typer.echo(

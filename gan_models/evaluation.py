@@ -1,7 +1,6 @@
 """Evaluation stages over runs and datasets: the glue between runs, datasets and ``metrics``.
 
-``train_features`` trains the domain classifier of a processed dataset and ``evaluate_run``
-scores a training run folder (metrics.json + figures). What a run is scored on comes from its
+``evaluate_run`` scores a training run folder (metrics.json + figures). What a run is scored on comes from its
 family: the processed train/test splits and latents by default, or the family's evaluation plan
 (``Family.evaluation``: image-to-image families give held-out inputs and their own metrics). The
 metric maths lives in ``gan_models.metrics``; FID during training in ``gan_models.training.fid``.
@@ -16,13 +15,11 @@ import torch
 
 from gan_models.data.format import ImageSet
 from gan_models.data.splits import dataset_name, load_split
-from gan_models.errors import DataError
 from gan_models.families.base import EvaluationPlan
 from gan_models.metrics.config import EvaluateParams, FeaturesParams
-from gan_models.metrics.domain_classifier import train_domain_classifier
 from gan_models.metrics.evaluate import evaluate_generator, write_evaluation
 from gan_models.metrics.extractor import FeatureExtractor
-from gan_models.metrics.extractors import FEATURES_ROOT, extractor_for
+from gan_models.metrics.extractors import extractor_for
 from gan_models.metrics.fid import feature_statistics, frechet_distance
 from gan_models.metrics.reference import reference_stats
 from gan_models.metrics.registry import METRICS
@@ -32,31 +29,6 @@ from gan_models.training.generate import generate_from_latents, sample_latents
 from gan_models.utils.determinism import lineage as determinism_lineage
 from gan_models.utils.determinism import pinned_threads
 from gan_models.utils.images import interleave_pairs
-
-
-def train_features(
-    processed_dir: str | Path, params: FeaturesParams, out_dir: str | Path | None = None
-) -> dict[str, Any]:
-    """Train the domain classifier on a processed dataset's train split, test it on its test split."""
-    processed_dir = Path(processed_dir)
-    if not processed_dir.is_dir():
-        raise DataError(
-            f"{processed_dir} does not exist; run `ganops data preprocess {processed_dir.name}` first"
-        )
-    out = Path(out_dir) if out_dir else FEATURES_ROOT / processed_dir.name
-    d = params.domain
-    return train_domain_classifier(
-        load_split(processed_dir, "train"),
-        load_split(processed_dir, "test"),
-        out,
-        epochs=d.epochs,
-        batch_size=d.batch_size,
-        lr=d.lr,
-        seed=d.seed,
-        device=params.device,
-        width=d.width,
-        hidden=d.hidden,
-    )
 
 
 def interpolation_strips(

@@ -7,8 +7,9 @@ import pytest
 
 from gan_models.cli import main
 from gan_models.data.format import write_imageset
-from gan_models.evaluation import evaluate_run, train_features
+from gan_models.evaluation import evaluate_run
 from gan_models.metrics.config import EvaluateParams, FeaturesParams
+from gan_models.metrics.extractors import train_features
 from gan_models.training import train
 from gan_models.training.params import TrainParams
 

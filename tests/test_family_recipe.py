@@ -17,9 +17,10 @@ from gan_models.cli import main
 from gan_models.config import load_params
 from gan_models.data.format import write_imageset
 from gan_models.errors import ConfigError
-from gan_models.evaluation import evaluate_run, train_features
+from gan_models.evaluation import evaluate_run
 from gan_models.families import FAMILIES, Family, FamilyOptions, Phase, register_family
 from gan_models.metrics.config import EvaluateParams, FeaturesParams
+from gan_models.metrics.extractors import train_features
 from gan_models.sampling import RunGenerator
 from gan_models.tracking.model import load_registered_generator
 from gan_models.tracking.registry import register_run

@@ -252,8 +252,8 @@ def test_super_resolution_metrics_against_bicubic():
 def evaluation_data(tmp_path_factory):
     """Processed 8x8 bars (images, with labels) and an unpaired bars/inverted-bars set, with a
     domain classifier trained on the bars."""
-    from gan_models.evaluation import train_features
     from gan_models.metrics.config import FeaturesParams
+    from gan_models.metrics.extractors import train_features
 
     root = tmp_path_factory.mktemp("processed")
     for split, n in (("train", 60), ("val", 9), ("test", 24)):

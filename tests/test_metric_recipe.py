@@ -15,7 +15,6 @@ from typer.testing import CliRunner
 from gan_models.cli import app
 from gan_models.config import load_params
 from gan_models.data.format import read_imageset, write_imageset
-from gan_models.evaluation import train_features
 from gan_models.metrics import (
     METRICS,
     EvalContext,
@@ -26,7 +25,7 @@ from gan_models.metrics import (
     unregister_metric,
 )
 from gan_models.metrics.config import FeaturesParams
-from gan_models.metrics.extractors import load_extractor
+from gan_models.metrics.extractors import load_extractor, train_features
 from gan_models.metrics.registry import fmt
 from gan_models.sampling import RunGenerator
 from gan_models.tracking.card import model_card

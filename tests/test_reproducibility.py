@@ -117,8 +117,9 @@ def test_pinned_threads_restores_and_lineage_names_the_kernels(restore_threads):
 def test_evaluation_is_independent_of_the_thread_count(
     digits, tmp_path, restore_threads, monkeypatch
 ):
-    from gan_models.evaluation import evaluate_run, train_features
+    from gan_models.evaluation import evaluate_run
     from gan_models.metrics.config import EvaluateParams, FeaturesParams
+    from gan_models.metrics.extractors import train_features
 
     _, raw, labels = digits
     root = tmp_path / "processed" / "bars"

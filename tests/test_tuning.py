@@ -22,8 +22,8 @@ from optuna.trial import TrialState
 from gan_models.cli import main
 from gan_models.config import load_params
 from gan_models.data.format import write_imageset
-from gan_models.evaluation import train_features
 from gan_models.metrics.config import FeaturesParams
+from gan_models.metrics.extractors import train_features
 from gan_models.training.params import TrainParams
 from gan_models.tuning.inputs import load_tuning
 from gan_models.tuning.storage import open_study

@@ -2,18 +2,20 @@
 
 ``load_extractor`` builds the extractor that ``features`` params name (the trained domain
 classifier of a directory, or the FID-standard InceptionV3); ``extractor_for`` finds a dataset's
-domain classifier under ``models/features/NAME``. Evaluation, FID during training and the
-benchmarks all pick their extractor here.
+domain classifier under ``models/features/NAME``, which ``train_features`` (the features stage)
+trains. Evaluation, FID during training and the benchmarks all pick their extractor here.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
+from gan_models.data.splits import load_split
 from gan_models.errors import DataError
 from gan_models.metrics.config import FeaturesParams
-from gan_models.metrics.domain_classifier import load_domain_classifier
+from gan_models.metrics.domain_classifier import load_domain_classifier, train_domain_classifier
 from gan_models.metrics.extractor import FeatureExtractor
 from gan_models.metrics.inception import InceptionExtractor
 
@@ -61,3 +63,28 @@ def extractor_for(
             "weights)"
         )
     return load_extractor(params, classifier_dir=classifier)
+
+
+def train_features(
+    processed_dir: str | Path, params: FeaturesParams, out_dir: str | Path | None = None
+) -> dict[str, Any]:
+    """Train the domain classifier on a processed dataset's train split, test it on its test split."""
+    processed_dir = Path(processed_dir)
+    if not processed_dir.is_dir():
+        raise DataError(
+            f"{processed_dir} does not exist; run `ganops data preprocess {processed_dir.name}` first"
+        )
+    out = Path(out_dir) if out_dir else FEATURES_ROOT / processed_dir.name
+    d = params.domain
+    return train_domain_classifier(
+        load_split(processed_dir, "train"),
+        load_split(processed_dir, "test"),
+        out,
+        epochs=d.epochs,
+        batch_size=d.batch_size,
+        lr=d.lr,
+        seed=d.seed,
+        device=params.device,
+        width=d.width,
+        hidden=d.hidden,
+    )
