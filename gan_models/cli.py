@@ -39,10 +39,10 @@ def _mount_subapps() -> None:
     Each module has a ``register_commands(typer_app)`` that adds its commands to the app it is
     given; which app (the top level or a group) is decided here alone.
     """
-    from gan_models import services_cli
     from gan_models.data import cli as data_cli
     from gan_models.data import stage_cli
     from gan_models.explore import cli as explore_cli
+    from gan_models.services import cli as services_cli
     from gan_models.tracking import cli as tracking_cli
     from gan_models.tuning import cli as tuning_cli
 

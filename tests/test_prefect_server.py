@@ -23,7 +23,7 @@ from typer.testing import CliRunner
 
 from flows.bench import TINY, scratch_project
 from gan_models import services
-from gan_models.services_cli import register_commands
+from gan_models.services.cli import register_commands
 from gan_models.tracking.server import free_port
 
 pytestmark = pytest.mark.slow
