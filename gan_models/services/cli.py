@@ -14,7 +14,7 @@ RootOpt = Annotated[
 
 
 def register_commands(app: typer.Typer) -> None:
-    """Add ``up``, ``down`` and ``status`` to ``app`` (the lead mounts them at the top level)."""
+    """Add ``up``, ``down`` and ``status`` to ``app`` (gan_models.cli mounts them at the top level)."""
 
     @app.command("up")
     def up_cmd(

@@ -32,7 +32,7 @@ def _mlflow_errors() -> Iterator[None]:
 
 
 def register_commands(app: typer.Typer) -> None:
-    """Add ``register`` and ``promote`` to ``app`` (the lead mounts them at the top level)."""
+    """Add ``register`` and ``promote`` to ``app`` (gan_models.cli mounts them at the top level)."""
 
     @app.command("register")
     def register_cmd(
