@@ -2,7 +2,8 @@
 
 ``bench_train``: the trainer with its default features on (EMA, progress bar, stats every 50
 steps, deterministic kernels on CPU) against a bare PyTorch loop of the same networks, losses and
-optimizers. Rounds alternate trainer and bare loop so that machine noise hits both alike.
+optimizers on the same threads (and, for the exact profile on CPU, the bare loop on every core
+too). Rounds alternate trainer and bare loops so that machine noise hits them alike.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from gan_models.training import StepInfo, train
 from gan_models.training.batches import BatchStream
 from gan_models.training.device import select_device
 from gan_models.training.params import TrainParams
+from gan_models.utils.determinism import DETERMINISTIC_THREADS, pinned_threads
 
 
 def _synthetic(n: int, channels: int, size: int) -> ImageSet:
@@ -110,12 +112,28 @@ def bench_train(
         train={"batch_size": batch_size, "device": device, "amp": amp, "profile": profile},
     )
     data = _synthetic(max(batch_size * 8, 512), channels, image_size)
-    trainer_s, bare_s = [], []
+    # The exact profile on CPU computes on DETERMINISTIC_THREADS threads (the same weights on any
+    # core count). The loop's own overhead is measured against the bare loop on those threads;
+    # the bare loop on every core says what that bit-exactness costs on this machine.
+    dev = select_device(device)
+    pins = profile == "exact" and dev.type == "cpu" and params.train.deterministic is not False
+    trainer_s, bare_s, bare_all_s = [], [], []
     for _ in range(rounds):
         trainer_s.append(_time_trainer(params, data, warmup, steps))
-        bare_s.append(_time_bare(params, data, warmup, steps))
+        with pinned_threads(pins):
+            bare_s.append(_time_bare(params, data, warmup, steps))
+        if pins:
+            bare_all_s.append(_time_bare(params, data, warmup, steps))
     images = steps * batch_size * rounds
     ips, bare_ips = images / sum(trainer_s), images / sum(bare_s)
+    all_threads: dict[str, Any] = {}
+    if pins:
+        all_ips = images / sum(bare_all_s)
+        all_threads = {
+            "bare_all_threads_seconds": [round(x, 3) for x in bare_all_s],
+            "bare_all_threads_images_per_s": round(all_ips, 2),
+            "ratio_vs_all_threads": round(ips / all_ips, 4),
+        }
     return {
         "benchmark": "train",
         "family": family,
@@ -126,11 +144,13 @@ def bench_train(
         "rounds": rounds,
         "device": str(select_device(device)),
         "threads": torch.get_num_threads(),
+        "trainer_threads": DETERMINISTIC_THREADS if pins else torch.get_num_threads(),
         "trainer_seconds": [round(s, 3) for s in trainer_s],
         "bare_seconds": [round(s, 3) for s in bare_s],
         "images_per_s": round(ips, 2),
         "bare_images_per_s": round(bare_ips, 2),
         "ratio": round(ips / bare_ips, 4),
+        **all_threads,
     }
 
 
