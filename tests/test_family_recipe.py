@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from bars import write_processed_bars
 from pydantic import Field
 from torch import nn
 
 from gan_models.cli import main
 from gan_models.config import load_params
-from gan_models.data.format import write_imageset
 from gan_models.errors import ConfigError
 from gan_models.evaluation import evaluate_run
 from gan_models.families import FAMILIES, Family, FamilyOptions, Phase, register_family
@@ -106,14 +106,7 @@ def private_cache(tmp_path, monkeypatch):
 def processed(tmp_path_factory):
     """Three classes of 8x8 bars in [-1, 1], train/val/test splits."""
     root = tmp_path_factory.mktemp("processed") / "bars"
-    rng = np.random.default_rng(0)
-    for split, n in (("train", 90), ("val", 15), ("test", 30)):
-        labels = np.arange(n) % 3
-        x = rng.uniform(-1, -0.6, (n, 1, 8, 8)).astype(np.float32)
-        for i, y in enumerate(labels):
-            x[i, 0, :, 2 * y : 2 * y + 3] = 0.9
-        write_imageset(root / split, {"images": x}, labels=labels, meta={"name": "bars"})
-    return root
+    return write_processed_bars(root)
 
 
 def params_file(

@@ -10,11 +10,12 @@ from typing import Any
 
 import numpy as np
 import pytest
+from bars import write_processed_bars
 from typer.testing import CliRunner
 
 from gan_models.cli import app
 from gan_models.config import load_params
-from gan_models.data.format import read_imageset, write_imageset
+from gan_models.data.format import read_imageset
 from gan_models.metrics import (
     METRICS,
     EvalContext,
@@ -80,13 +81,7 @@ def run(tmp_path_factory):
     """A 4-step DCGAN on processed 8x8 bars (train/val/test) and the bars' domain classifier."""
     tmp = tmp_path_factory.mktemp("recipe")
     root = tmp / "bars"
-    rng = np.random.default_rng(0)
-    for split, n in (("train", 90), ("val", 15), ("test", 30)):
-        labels = np.arange(n) % 3
-        x = rng.uniform(-1, -0.6, (n, 1, 8, 8)).astype(np.float32)
-        for i, y in enumerate(labels):
-            x[i, 0, :, 2 * y : 2 * y + 3] = 0.9
-        write_imageset(root / split, {"images": x}, labels=labels, meta={"name": "bars"})
+    write_processed_bars(root)
     features = tmp / "features"
     params = FeaturesParams(domain={"epochs": 3, "batch_size": 16, "width": 8, "hidden": 32})
     train_features(root, params, features)
