@@ -452,6 +452,36 @@ def bench_data_cmd(
     typer.echo(json.dumps(result))
 
 
+@bench_app.command("eval-data")
+def bench_eval_data_cmd(
+    sizes: Annotated[list[int] | None, typer.Option("--size", help="train images per set")] = None,
+    steps: Annotated[int, typer.Option(help="domain classifier training steps")] = 200,
+    in_memory: Annotated[
+        bool, typer.Option("--in-memory", help="also with the splits loaded whole (float32)")
+    ] = False,
+    workdir: Annotated[str | None, typer.Option(help="where the generated sets go")] = None,
+) -> None:
+    """Peak RSS of the features stage and of reference statistics on generated 64x64 sets."""
+    from gan_models.bench import bench_eval_data
+
+    sizes = sizes or [10_000, 100_000]
+    if min(sizes) < 64 or steps < 1:
+        raise ConfigError(
+            f"--size: at least 64 images per set, --steps >= 1 (got {sizes}, {steps})"
+        )
+    result = bench_eval_data(
+        tuple(sizes),
+        steps,
+        in_memory=in_memory,
+        workdir=workdir,
+        log=lambda line: typer.echo(line, err=True),
+    )
+    big, small = max(sizes), min(sizes)
+    for step in ("features", "reference"):
+        typer.echo(f"{step}: peak RSS {big} / {small} images: ratio {result[step + '_ratio']:.3f}")
+    typer.echo(json.dumps(result))
+
+
 _mount_subapps()
 
 

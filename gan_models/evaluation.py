@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from gan_models.data.format import ImageSet
-from gan_models.data.splits import dataset_name, load_split
+from gan_models.data.splits import dataset_name, open_split
 from gan_models.families.base import EvaluationPlan
 from gan_models.metrics.config import EvaluateParams, FeaturesParams
 from gan_models.metrics.evaluate import evaluate_generator, write_evaluation
@@ -96,7 +96,8 @@ def evaluation_plan(
         plan = gen.family.evaluation(gen.params, gen.spec, gen.nets, extractor, evaluate)
     else:
         root, size = gen.params.data.path, gen.spec.image_size
-        plan = EvaluationPlan(load_split(root, "train", size), load_split(root, "test", size))
+        # Read from disk a batch at a time (reference statistics, CAS's test set).
+        plan = EvaluationPlan(open_split(root, "train", size), open_split(root, "test", size))
     unknown = sorted(set(plan.metrics) - set(METRICS))
     if unknown:
         raise ValueError(f"{gen.family.name}: evaluation plan gives unregistered metrics {unknown}")

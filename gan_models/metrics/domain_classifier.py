@@ -25,7 +25,14 @@ from safetensors.torch import load_file, save_file
 from gan_models.data.format import ImageSet
 from gan_models.errors import DataError
 from gan_models.metrics.extractor import FeatureExtractor
-from gan_models.metrics.images import ArrayLike, array_sha256, as_images
+from gan_models.metrics.images import (
+    ArrayLike,
+    ImagesLike,
+    ScaledImages,
+    array_sha256,
+    as_images,
+    image_batches,
+)
 from gan_models.utils.determinism import lineage as determinism_lineage
 from gan_models.utils.determinism import pinned_threads
 from gan_models.utils.io import atomic_dir, sha256_file
@@ -112,7 +119,7 @@ def _labels(ds: ImageSet | None, labels: ArrayLike | None, what: str) -> np.ndar
 
 
 def fit_classifier(
-    images: ArrayLike,
+    images: ImagesLike,
     labels: ArrayLike,
     *,
     num_classes: int,
@@ -128,11 +135,30 @@ def fit_classifier(
 ) -> DomainCNN:
     """Train a :class:`DomainCNN` on images (N, C, H, W) in [-1, 1] with integer labels (N,).
 
+    ``images`` may be a split opened from disk (a :class:`ScaledImages`): each batch is then
+    gathered from the file by the epoch's seeded permutation, and the weights are those of
+    the same split held in memory.
+
     AdamW with a one-cycle schedule, random translations of up to ``max_shift`` pixels as the only
     augmentation. Seeded: the same inputs and seed give the same weights on the same device.
     ``max_steps`` stops early (for quick checks).
     """
-    x = as_images(images, what="training images")  # (N, C, H, W)
+    if isinstance(images, ScaledImages):
+        # A split opened from disk: each batch's rows are read and scaled when drawn, with the
+        # values the split held in memory would give.
+        x: ImagesLike = images
+        if len(images) == 0:
+            raise DataError("training images holds no images")
+
+        def rows(idx: torch.Tensor) -> torch.Tensor:
+            return as_images(images[idx.numpy()], what="training images")
+
+    else:
+        x = as_images(images, what="training images")  # (N, C, H, W)
+
+        def rows(idx: torch.Tensor) -> torch.Tensor:
+            return x[idx]
+
     y = torch.from_numpy(_labels(None, labels, "training set"))
     if y.shape[0] != x.shape[0]:
         raise DataError(f"{x.shape[0]} training images but {y.shape[0]} labels")
@@ -169,7 +195,7 @@ def fit_classifier(
             if step >= total:
                 break
             idx = order[start : start + batch_size]
-            xb = x[idx]  # (B, C, H, W)
+            xb = rows(idx)  # (B, C, H, W)
             if max_shift > 0:
                 # One random translation per batch; replicate padding keeps the background value.
                 xb = F.pad(xb, (max_shift,) * 4, mode="replicate")
@@ -187,23 +213,22 @@ def fit_classifier(
 @torch.inference_mode()
 def classifier_accuracy(
     model: DomainCNN,
-    images: ArrayLike,
+    images: ImagesLike,
     labels: ArrayLike,
     *,
     batch_size: int = 512,
     device: str | torch.device | None = None,
 ) -> float:
     """Top-1 accuracy of ``model`` on images (N, C, H, W) in [-1, 1] resized to its input size."""
-    x = as_images(images, what="test images")
     y = torch.from_numpy(_labels(None, labels, "test set"))
     device = next(model.parameters()).device if device is None else torch.device(device)
     model = model.eval().to(device)
-    correct = 0
-    for start in range(0, x.shape[0], batch_size):
-        xb = _fit_input(x[start : start + batch_size], model.arch)
-        pred = model(xb.to(device)).argmax(1).cpu()  # (B,)
-        correct += int((pred == y[start : start + batch_size]).sum())
-    return correct / x.shape[0]
+    correct = n = 0
+    for xb in image_batches(images, batch_size, what="test images"):  # read batch by batch
+        pred = model(_fit_input(xb, model.arch).to(device)).argmax(1).cpu()  # (B,)
+        correct += int((pred == y[n : n + xb.shape[0]]).sum())
+        n += xb.shape[0]
+    return correct / n
 
 
 def _fit_input(x: torch.Tensor, arch: DomainCNNArch) -> torch.Tensor:

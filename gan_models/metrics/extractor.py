@@ -16,7 +16,7 @@ import torch
 from tqdm.auto import tqdm
 
 from gan_models.errors import DataError
-from gan_models.metrics.images import ArrayLike, as_images
+from gan_models.metrics.images import ImagesLike, image_batches
 
 
 class FeatureExtractor(abc.ABC):
@@ -58,25 +58,26 @@ class FeatureExtractor(abc.ABC):
 
     @torch.inference_mode()
     def features_and_logits(
-        self, x: ArrayLike, *, progress: bool = False
+        self, x: ImagesLike, *, progress: bool = False
     ) -> tuple[np.ndarray, np.ndarray | None]:
         """Features (N, D) and logits (N, K) (None without a head), both float64, in one pass."""
-        images = as_images(x)  # (N, C, H, W) in [-1, 1]
+        # (B, C, H, W) in [-1, 1]; a split opened from disk is read one batch at a time.
+        batches = image_batches(x, self.batch_size)
+        total = -(-int(x.shape[0]) // self.batch_size)
         feats, logits = [], []
-        starts = range(0, images.shape[0], self.batch_size)
-        for start in tqdm(starts, disable=not progress, desc=self.name, leave=False):
-            batch = self._prepare(images[start : start + self.batch_size])
+        for images in tqdm(batches, total=total, disable=not progress, desc=self.name, leave=False):
+            batch = self._prepare(images)
             f, lg = self._forward(batch.to(self.device))
             feats.append(f.to("cpu", torch.float64).numpy())
             if lg is not None:
                 logits.append(lg.to("cpu", torch.float64).numpy())
         return np.concatenate(feats), (np.concatenate(logits) if logits else None)
 
-    def features(self, x: ArrayLike, *, progress: bool = False) -> np.ndarray:
+    def features(self, x: ImagesLike, *, progress: bool = False) -> np.ndarray:
         """Features (N, D) float64 of images in [-1, 1]."""
         return self.features_and_logits(x, progress=progress)[0]
 
-    def logits(self, x: ArrayLike, *, progress: bool = False) -> np.ndarray:
+    def logits(self, x: ImagesLike, *, progress: bool = False) -> np.ndarray:
         """Classifier logits (N, K) float64 of images in [-1, 1] (the input to IS)."""
         if self.num_classes is None:
             raise DataError(f"feature extractor {self.name!r} has no classifier head for IS")

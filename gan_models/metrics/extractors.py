@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from gan_models.data.splits import load_split
+from gan_models.data.splits import open_split
 from gan_models.errors import DataError
 from gan_models.metrics.config import FeaturesParams
 from gan_models.metrics.domain_classifier import load_domain_classifier, train_domain_classifier
@@ -68,7 +68,11 @@ def extractor_for(
 def train_features(
     processed_dir: str | Path, params: FeaturesParams, out_dir: str | Path | None = None
 ) -> dict[str, Any]:
-    """Train the domain classifier on a processed dataset's train split, test it on its test split."""
+    """Train the domain classifier on a processed dataset's train split, test it on its test split.
+
+    The splits are read from disk a batch at a time (:func:`open_split`): memory does not grow
+    with their size, and the weights are those of the splits held in memory.
+    """
     processed_dir = Path(processed_dir)
     if not processed_dir.is_dir():
         raise DataError(
@@ -77,8 +81,8 @@ def train_features(
     out = Path(out_dir) if out_dir else FEATURES_ROOT / processed_dir.name
     d = params.domain
     return train_domain_classifier(
-        load_split(processed_dir, "train"),
-        load_split(processed_dir, "test"),
+        open_split(processed_dir, "train"),
+        open_split(processed_dir, "test"),
         out,
         epochs=d.epochs,
         batch_size=d.batch_size,

@@ -121,18 +121,25 @@ def save_memorization_figure(
 
 def evaluate_memorization(ctx: EvalContext) -> dict[str, Any]:
     """Nearest training images of the first ``memorization_samples`` generated samples, with
-    as many stored test-split rows as the baseline."""
+    as many stored test-split rows as the baseline.
+
+    Both spaces search the reference's stored rows of the train split (all of it up to
+    ``max_reference_features`` images, else that seeded subset), so the training images held
+    in memory are bounded by that size, not the split's; ``train_index`` are rows of the split.
+    """
     m = min(ctx.options["memorization_samples"], ctx.n_samples)
-    test = ctx.test_reference
+    ref, test = ctx.reference, ctx.test_reference
     mem = memorization(
         ctx.images[:m],
-        ctx.real_train.images,
+        ctx.real_train.images[ref.indices],
         fake_features=ctx.features[:m],
-        train_features=ctx.reference.features,
+        train_features=ref.features,
         test_images=ctx.real_test.images[test.indices[:m]],
         test_features=test.features[:m],
     )
-    return {**mem, "lineage": ctx.lineage(int(ctx.real_train.images.shape[0]), m)}
+    pairs = mem["closest_pairs"]
+    pairs["train_index"] = [int(ref.indices[i]) for i in pairs["train_index"]]
+    return {**mem, "lineage": ctx.lineage(len(ref.indices), m)}
 
 
 def memorization_artifacts(r: dict[str, Any], ctx: EvalContext) -> dict[str, Any]:

@@ -23,7 +23,7 @@ import numpy as np
 
 from gan_models.errors import DataError
 from gan_models.metrics.extractor import FeatureExtractor
-from gan_models.metrics.images import ArrayLike, array_sha256
+from gan_models.metrics.images import ImagesLike, ScaledImages, array_sha256
 from gan_models.utils.io import atomic_path
 
 CACHE_ENV = "GANOPS_CACHE_DIR"
@@ -70,7 +70,7 @@ def reference_key(
 
 
 def _compute(
-    images: ArrayLike, extractor: FeatureExtractor, indices: np.ndarray, progress: bool
+    images: ImagesLike, extractor: FeatureExtractor, indices: np.ndarray, progress: bool
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
     n = images.shape[0]
     keep = np.zeros(n, dtype=bool)
@@ -80,7 +80,13 @@ def _compute(
     outer = None
     kept_f, kept_l = [], []
     for start in range(0, n, _CHUNK):
-        f, lg = extractor.features_and_logits(images[start : start + _CHUNK], progress=progress)
+        # A split opened from disk stays lazy here: the extractor reads it a batch at a time.
+        rows = (
+            images.rows(start, start + _CHUNK)
+            if isinstance(images, ScaledImages)
+            else images[start : start + _CHUNK]
+        )
+        f, lg = extractor.features_and_logits(rows, progress=progress)
         if shift is None:
             # Accumulating around the first chunk's mean keeps the covariance well conditioned.
             shift = f.mean(axis=0)
@@ -100,7 +106,7 @@ def _compute(
 
 
 def reference_stats(
-    images: ArrayLike,
+    images: ImagesLike,
     extractor: FeatureExtractor,
     *,
     split: str,
@@ -112,6 +118,10 @@ def reference_stats(
 ) -> ReferenceStats:
     """Reference statistics of ``images`` (N, C, H, W) in [-1, 1], from the cache when present.
 
+    ``images`` may be a split opened from disk (:func:`gan_models.data.splits.open_split`): it
+    is then hashed and passed through the extractor a batch at a time, with the same numbers
+    as the split held in memory, so memory does not grow with the split's size.
+
     ``split`` names the split for the lineage (e.g. ``"mnist5k/train"``); it is not part of the
     key, the content hash is (``dataset_sha256`` may pass a precomputed :func:`array_sha256`).
     ``cache_dir`` defaults to :func:`default_cache_dir`.
@@ -119,7 +129,9 @@ def reference_stats(
     n = int(images.shape[0])
     if n < 2:
         raise DataError(f"reference split {split!r} needs at least 2 images, got {n}")
-    data_hash = dataset_sha256 or array_sha256(np.asarray(images))
+    data_hash = dataset_sha256 or array_sha256(
+        images if isinstance(images, ScaledImages) else np.asarray(images)
+    )
     key = reference_key(data_hash, extractor, max_features=max_features, seed=seed)
     path = Path(cache_dir or default_cache_dir()) / "reference" / f"{key}.npz"
     if path.is_file():

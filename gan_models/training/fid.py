@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from gan_models.data.format import ImageSet, read_imageset
-from gan_models.data.splits import dataset_name, load_split, to_model_range
+from gan_models.data.format import read_imageset
+from gan_models.data.splits import ScaledImages, dataset_name, open_split
 from gan_models.metrics.config import FeaturesParams
 from gan_models.metrics.extractor import FeatureExtractor
 from gan_models.metrics.extractors import extractor_for
@@ -52,12 +52,11 @@ def fid_callback(params: TrainParams, features: FeaturesParams | None = None) ->
     name = dataset_name(params)
     extractor = extractor_for(features or FeaturesParams(), name, t.fid_features)
     root = Path(params.data.path)
+    # The reference images are read from disk a batch at a time (to hash them, and on a cache
+    # miss to extract their features), so memory does not grow with the split's size.
     if params.data.split:
-        real = load_split(root, params.data.split, params.data.image_size)
+        real = open_split(root, params.data.split, params.data.image_size).images
     else:
-        ds = read_imageset(root)
-        real = ImageSet(
-            {"images": to_model_range(ds.images, params.data.image_size).numpy()}, None, ds.meta
-        )
-    ref = reference_stats(real.images, extractor, split=f"{name}/{params.data.split or 'all'}")
+        real = ScaledImages(read_imageset(root, mmap=True).images, params.data.image_size)
+    ref = reference_stats(real, extractor, split=f"{name}/{params.data.split or 'all'}")
     return FIDCallback(t.fid_every, t.fid_samples, extractor, ref.mu, ref.sigma)
