@@ -16,7 +16,7 @@ export DO_NOT_TRACK := 1
 export DVC_NO_ANALYTICS := 1
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: setup browser test test-fast test-slow lint format demo dvc-remote up down status bench bench-fast bench-data bench-gpu bench-explore bench-eval bench-pipeline bench-tune tune dashboard clean
+.PHONY: setup browser test test-fast test-slow lint format demo dvc-remote up down status bench bench-fast bench-data bench-data-prep bench-gpu bench-explore bench-eval bench-pipeline bench-tune tune dashboard clean
 
 setup: $(STAMP) $(NPM_STAMP)
 
@@ -91,6 +91,10 @@ bench-fast: setup
 # Peak RSS at 10,000 vs 200,000 generated images; streamed vs in-memory images/s on mnist5k.
 bench-data: setup
 	$(BIN)/ganops bench data --processed data/processed/mnist5k/train
+
+# Peak RSS of fetch folder, fetch of an .npy and preprocess on 5,000 and 50,000 generated PNGs.
+bench-data-prep: setup
+	PYTHONPATH=. $(BIN)/python scripts/bench_data_prep.py --size 5000 --size 50000
 
 # On a GPU host (needs only torch, numpy, pydantic, pyyaml, safetensors, pillow, tqdm):
 # DCGAN-64 and StyleGAN at batch 256, exact vs fast; JSON + markdown to BENCH_OUT.

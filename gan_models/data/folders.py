@@ -17,6 +17,11 @@ Rules, applied to every folder source:
   included); a flat ``DIR`` has no labels. Images beside class sub-folders are an error.
 - ``paired``: ``DIR/a`` and ``DIR/b`` pair files by relative path without extension; a file
   without a partner is an error. ``unpaired``: ``DIR/a`` and ``DIR/b`` (or ``trainA``, ``trainB``).
+
+Loading reads the headers only (sizes, colour; their errors come first); the images are decoded
+when the dataset is written, by a few threads, a chunk of at most :data:`CHUNK_BYTES` at a time
+appended in order, so memory does not grow with the number of images. ``.npy``/``.npz`` array
+files given as the folder are read the same way (:func:`load_array_file`).
 """
 
 from __future__ import annotations
@@ -27,15 +32,20 @@ import os
 import sys
 import warnings
 import zipfile
+import zlib
 from collections import Counter
+from collections.abc import Iterator, Sequence
+from itertools import repeat
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from gan_models.data.loaded import Loaded
+from gan_models.data.loaded import ChunkedArray, Loaded
+from gan_models.data.stream import RowReader, reader
 from gan_models.errors import DataError
+from gan_models.utils.io import sha256_file
 
 IMAGE_EXTENSIONS = frozenset(
     {
@@ -56,6 +66,8 @@ IMAGE_EXTENSIONS = frozenset(
 GRAY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N"})
 _ORIENTATION_TAG = 0x0112
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError)
+# Images or array rows read at once when a dataset is written (decoding: at most 1,024 images).
+CHUNK_BYTES = 16 << 20
 
 
 def _hidden(p: Path) -> bool:
@@ -69,21 +81,36 @@ def _check_dir(path: Path, what: str) -> None:
         raise DataError(f"{path}: not a folder ({what})")
 
 
+def image_files(root: Path) -> list[str]:
+    """Every image under ``root`` (recursive), as path strings in the order of their sorted
+    paths; any other visible file is an error. Strings, not Paths: a Path costs about three
+    times the memory, which counts at a few hundred thousand files."""
+    files: list[str] = []
+
+    def walk(d: str) -> None:
+        for name in sorted(os.listdir(d)):  # depth first over sorted names = sorted paths
+            if name.startswith("."):
+                continue
+            path = f"{d}/{name}"
+            if os.path.isdir(path):
+                if not os.path.islink(path):  # as rglob: symlinked folders are not entered
+                    walk(path)
+                continue
+            suffix = Path(name).suffix
+            if suffix.lower() not in IMAGE_EXTENSIONS:
+                raise DataError(
+                    f"{path}: not an image file (extension {suffix or 'none'!r}); image folders "
+                    f"may hold only {', '.join(sorted(IMAGE_EXTENSIONS))} files"
+                )
+            files.append(path)
+
+    walk(str(root))
+    return files
+
+
 def list_images(root: Path) -> list[Path]:
     """Every image under ``root`` (recursive, sorted); any other visible file is an error."""
-    files = []
-    for p in sorted(root.rglob("*")):
-        if any(_hidden(part) for part in p.relative_to(root).parents if part.name) or _hidden(p):
-            continue
-        if p.is_dir():
-            continue
-        if p.suffix.lower() not in IMAGE_EXTENSIONS:
-            raise DataError(
-                f"{p}: not an image file (extension {p.suffix or 'none'!r}); image folders may "
-                f"hold only {', '.join(sorted(IMAGE_EXTENSIONS))} files"
-            )
-        files.append(p)
-    return files
+    return [Path(f) for f in image_files(root)]
 
 
 def _probe(path: Path) -> tuple[tuple[int, int], bool]:
@@ -128,40 +155,59 @@ def center_crop_resize(im: Image.Image, size: int) -> Image.Image:
     return im
 
 
-def load_images(
-    files: list[Path], *, image_size: int | None = None, root: Path | None = None
-) -> tuple[np.ndarray, dict[str, Any]]:
-    """Decode ``files`` into one uint8 array (N, C, H, W) and return it with lineage info.
+def _probe_all(files: Sequence[str | Path], image_size: int | None) -> tuple[tuple[int, int], bool]:
+    """(W, H) every image is decoded to and whether the set is colour, from the headers.
 
-    The lineage holds the file count and one sha256 over the sorted ``relative path, sha256``
-    lines of all files, so a changed, added or removed image changes it.
+    Without ``image_size`` every image must have one size; the error names the first file whose
+    size differs from the most common one. Keeps a count per size seen, not a row per file.
+    """
+    sizes: Counter[tuple[int, int]] = Counter()
+    first: dict[tuple[int, int], int] = {}  # size -> index of the first file of that size
+    rgb = False
+    for i, f in enumerate(files):
+        size, colour = _probe(Path(f))
+        rgb = rgb or colour
+        sizes[size] += 1
+        first.setdefault(size, i)
+    if image_size is not None:
+        return (image_size, image_size), rgb
+    if len(sizes) > 1:
+        common = sizes.most_common(1)[0][0]
+        i = min(j for size, j in first.items() if size != common)
+        f = files[i]
+        w, h = next(size for size, j in first.items() if j == i)
+        seen = ", ".join(f"{sw}x{sh} ({n} files)" for (sw, sh), n in sizes.most_common())
+        raise DataError(
+            f"{f}: size {w}x{h} differs from the most common size {common[0]}x{common[1]}; "
+            f"sizes seen: {seen}. All images must share one size, or pass --image-size S "
+            "to center-crop and resize every image to SxS"
+        )
+    return next(iter(sizes)), rgb
+
+
+def decode_images(
+    files: Sequence[str | Path], *, image_size: int | None = None, root: Path | None = None
+) -> tuple[ChunkedArray, dict[str, Any]]:
+    """``files`` as a uint8 array (N, C, H, W) decoded a chunk at a time, and its lineage.
+
+    The headers are read now (sizes, colour: errors come before anything is written); the
+    images are decoded when the array is read, by a few threads, one chunk of at most
+    :data:`CHUNK_BYTES` after the other, in order. The lineage holds the file count and, once
+    the last chunk is read, one sha256 over the sorted ``relative path, sha256`` lines of all
+    files, so a changed, added or removed image changes it.
     """
     root = root or Path(".")
-    probes = [_probe(f) for f in files]
-    rgb = any(colour for _, colour in probes)
-    if image_size is None:
-        sizes = Counter(size for size, _ in probes)
-        if len(sizes) > 1:
-            common = sizes.most_common(1)[0][0]
-            i = next(i for i, (size, _) in enumerate(probes) if size != common)
-            (w, h), _ = probes[i]
-            seen = ", ".join(f"{sw}x{sh} ({n} files)" for (sw, sh), n in sizes.most_common())
-            raise DataError(
-                f"{files[i]}: size {w}x{h} differs from the most common size "
-                f"{common[0]}x{common[1]}; "
-                f"sizes seen: {seen}. All images must share one size, or pass --image-size S "
-                "to center-crop and resize every image to SxS"
-            )
-        width, height = next(iter(sizes))
-    else:
-        width = height = image_size
+    (width, height), rgb = _probe_all(files, image_size)
     channels = 3 if rgb else 1
-    out = np.empty((len(files), channels, height, width), dtype=np.uint8)  # (N, C, H, W)
-    digest = hashlib.sha256()
+    shape = (len(files), channels, height, width)
+    info: dict[str, Any] = {"num_files": len(files), "channels": channels}
+    if image_size is not None:
+        info["resize"] = f"center-crop to square, PIL bicubic to {image_size}x{image_size}"
+    step = max(1, min(1024, CHUNK_BYTES // (channels * height * width)))
 
-    def decode(i: int) -> str:
-        """Decode file i into out[i]; its lineage line. Pillow decodes without the GIL."""
-        f = files[i]
+    def decode(i: int, out: np.ndarray, first: int) -> str:
+        """Decode file i into out[i - first]; its lineage line. Pillow decodes without the GIL."""
+        f = Path(files[i])
         data = f.read_bytes()
         line = f"{f.relative_to(root).as_posix()}\t{hashlib.sha256(data).hexdigest()}\n"
         try:
@@ -176,58 +222,158 @@ def load_images(
         if image_size is not None:
             im = center_crop_resize(im, image_size)
         arr = np.asarray(im)  # (H, W) or (H, W, 3)
-        out[i] = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
+        out[i - first] = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
         return line
 
-    from concurrent.futures import ThreadPoolExecutor
+    def chunks() -> Iterator[np.ndarray]:
+        from concurrent.futures import ThreadPoolExecutor
 
-    from tqdm.auto import tqdm
+        from tqdm.auto import tqdm
 
-    workers = min(8, os.cpu_count() or 1)
-    with (
-        warnings.catch_warnings(),  # set once here: the filters are process-wide, not per thread
-        ThreadPoolExecutor(workers) as pool,
-        tqdm(total=len(files), desc="decode", unit="img", disable=None, file=sys.stderr) as bar,
-    ):
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        for start in range(0, len(files), 1024):  # chunks in order: the digest is sequential
-            for line in pool.map(decode, range(start, min(start + 1024, len(files)))):
-                digest.update(line.encode())
-                bar.update(1)
-    info = {"num_files": len(files), "files_sha256": digest.hexdigest(), "channels": channels}
-    if image_size is not None:
-        info["resize"] = f"center-crop to square, PIL bicubic to {image_size}x{image_size}"
-    return out, info
+        digest = hashlib.sha256()
+        workers = min(8, os.cpu_count() or 1)
+        with (
+            ThreadPoolExecutor(workers) as pool,
+            tqdm(total=len(files), desc="decode", unit="img", disable=None, file=sys.stderr) as bar,
+        ):
+            for start in range(0, len(files), step):  # in order: the digest is sequential
+                stop = min(start + step, len(files))
+                out = np.empty((stop - start, *shape[1:]), dtype=np.uint8)  # (B, C, H, W)
+                # The filters are process-wide, not per thread: set once around the chunk.
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                    rows = range(start, stop)
+                    lines = pool.map(decode, rows, repeat(out), repeat(start))
+                    for line in lines:
+                        digest.update(line.encode())
+                        bar.update(1)
+                yield out
+                del out  # before the next chunk is allocated
+        info["files_sha256"] = digest.hexdigest()
+
+    return ChunkedArray(shape, chunks), info
+
+
+def _array_layout(path: Path, shape: tuple[int, ...]) -> str:
+    """How an array file's images are laid out: ``nchw``, ``nhwc`` or ``nhw``."""
+    if len(shape) == 3:
+        return "nhw"
+    if len(shape) == 4 and shape[1] not in (1, 3) and shape[-1] in (1, 3):
+        return "nhwc"
+    if len(shape) == 4 and shape[1] in (1, 3):
+        return "nchw"
+    raise DataError(f"{path}: images of shape {shape} are not (N, C, H, W)")
+
+
+def _as_nchw(rows: np.ndarray, layout: str) -> np.ndarray:
+    if layout == "nhw":
+        return rows[:, None]
+    if layout == "nhwc":
+        return np.ascontiguousarray(rows.transpose(0, 3, 1, 2))
+    return rows
+
+
+def _read_npy_header(f: Any) -> tuple[tuple[int, ...], bool, np.dtype]:
+    """(shape, fortran_order, dtype) from an open ``.npy`` stream, leaving it at the data."""
+    version = np.lib.format.read_magic(f)
+    if version == (1, 0):
+        return np.lib.format.read_array_header_1_0(f)
+    if version == (2, 0):
+        return np.lib.format.read_array_header_2_0(f)
+    raise ValueError(f".npy format version {version} is not supported")
+
+
+_ARRAY_ERRORS = (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error)
 
 
 def load_array_file(path: Path) -> Loaded:
     """Images from an array file: ``.npy`` (N, C, H, W), (N, H, W, C) with C in 1/3, or (N, H, W),
-    uint8; or ``.npz`` with ``images`` in one of those shapes and optional int ``labels`` (N,)."""
+    uint8; or ``.npz`` with ``images`` in one of those shapes and optional int ``labels`` (N,).
+
+    Nothing is read whole: a ``.npy`` is memory-mapped (header and length checked now) and its
+    rows copied a chunk at a time with plain reads when the dataset is written. A ``.npz``
+    member cannot be memory-mapped; ``images.npy`` is read from the archive in chunks as it
+    decompresses (``labels`` is loaded). A Fortran-ordered ``.npz`` member is the exception: it
+    is loaded whole.
+    """
     try:
         if path.suffix == ".npz":
-            with np.load(path, allow_pickle=False) as z:
-                arrays = dict(z)
-        else:
-            arrays = {"images": np.load(path, allow_pickle=False)}
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
-        raise DataError(f"{path}: damaged or unreadable array file ({e})") from None
-    if "images" not in arrays:
-        raise DataError(f"{path}: no 'images' array (found {sorted(arrays)})")
-    x, labels = arrays["images"], arrays.get("labels")
+            return _load_npz(path)
+        x = np.load(path, mmap_mode="r", allow_pickle=False)  # (N, ...) memory-mapped
+    except _ARRAY_ERRORS as e:
+        raise DataError(f"{path}: damaged, truncated or unreadable array file ({e})") from None
     if x.dtype != np.uint8:
         raise DataError(f"{path}: images must be uint8 0..255, got {x.dtype}")
-    if x.ndim == 3:
-        x = x[:, None]
-    elif x.ndim == 4 and x.shape[1] not in (1, 3) and x.shape[-1] in (1, 3):
-        x = x.transpose(0, 3, 1, 2)
-    if x.ndim != 4 or x.shape[1] not in (1, 3):
-        raise DataError(f"{path}: images of shape {arrays['images'].shape} are not (N, C, H, W)")
-    if labels is not None and (labels.ndim != 1 or len(labels) != len(x)):
-        raise DataError(f"{path}: labels of shape {labels.shape} do not match {len(x)} images")
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    origin = {"path": str(path), "array_file_sha256": digest, "channels": int(x.shape[1])}
+    layout = _array_layout(path, x.shape)
+    src = reader(x)  # plain reads of a C-ordered file: mapped pages would count in RSS
+    step = max(1, CHUNK_BYTES // max(1, int(np.prod(x.shape[1:]))))
+
+    def chunks() -> Iterator[np.ndarray]:
+        try:
+            for start in range(0, len(x), step):
+                stop = min(start + step, len(x))
+                rows = src.slice(start, stop) if isinstance(src, RowReader) else x[start:stop]
+                yield _as_nchw(np.asarray(rows), layout)
+                del rows  # before the next chunk is read
+        except _ARRAY_ERRORS as e:
+            raise DataError(f"{path}: damaged or truncated array file ({e})") from None
+        finally:
+            if isinstance(src, RowReader):
+                src.close()
+
+    shape = _as_nchw(np.empty((0, *x.shape[1:]), np.uint8), layout).shape[1:]
+    origin = {"path": str(path), "array_file_sha256": sha256_file(path), "channels": shape[0]}
+    return Loaded(arrays={"images": ChunkedArray((len(x), *shape), chunks)}, origin=origin)
+
+
+def _load_npz(path: Path) -> Loaded:
+    with np.load(path, allow_pickle=False) as z:  # reads the member list, not the members
+        names = list(z.files)
+        if "images" not in names:
+            raise DataError(f"{path}: no 'images' array (found {sorted(names)})")
+        labels = z["labels"] if "labels" in names else None
+    with zipfile.ZipFile(path) as zf:
+        member = "images.npy" if "images.npy" in zf.namelist() else "images"
+        with zf.open(member) as f:
+            full, fortran, dtype = _read_npy_header(f)
+    if dtype != np.uint8:
+        raise DataError(f"{path}: images must be uint8 0..255, got {dtype}")
+    layout = _array_layout(path, full)
+    n = full[0]
+    if labels is not None and (labels.ndim != 1 or len(labels) != n):
+        raise DataError(f"{path}: labels of shape {labels.shape} do not match {n} images")
+    row_bytes = int(np.prod(full[1:], dtype=np.int64))
+    step = max(1, CHUNK_BYTES // max(1, row_bytes))
+
+    def chunks() -> Iterator[np.ndarray]:
+        try:
+            if fortran:  # rows are not contiguous in the file
+                with np.load(path, allow_pickle=False) as z:
+                    whole = z["images"]
+                for start in range(0, n, step):
+                    yield _as_nchw(np.ascontiguousarray(whole[start : start + step]), layout)
+                return
+            with zipfile.ZipFile(path) as zf, zf.open(member) as f:
+                _read_npy_header(f)
+                for start in range(0, n, step):
+                    rows = min(step, n - start)
+                    data = f.read(rows * row_bytes)
+                    if len(data) != rows * row_bytes:
+                        got = start + len(data) // row_bytes
+                        raise DataError(
+                            f"{path}: {member} is truncated (it ends at image {got} of {n}); "
+                            "write the archive again"
+                        )
+                    x = np.frombuffer(data, np.uint8).reshape(rows, *full[1:])
+                    yield _as_nchw(x, layout)
+                    del data, x  # before the next chunk is read
+        except _ARRAY_ERRORS as e:
+            raise DataError(f"{path}: damaged or truncated array file ({e})") from None
+
+    shape = _as_nchw(np.empty((0, *full[1:]), np.uint8), layout).shape[1:]
+    origin = {"path": str(path), "array_file_sha256": sha256_file(path), "channels": shape[0]}
     return Loaded(
-        arrays={"images": np.ascontiguousarray(x)},
+        arrays={"images": ChunkedArray((n, *shape), chunks)},
         labels=None if labels is None else labels.astype(np.int64),
         origin=origin,
     )
@@ -245,14 +391,15 @@ def load_folder(path: str | Path, *, image_size: int | None = None) -> Loaded:
     entries = [p for p in sorted(root.iterdir()) if not _hidden(p)]
     class_dirs = [p for p in entries if p.is_dir()]
     if not class_dirs:
-        files = list_images(root)
+        files = image_files(root)
         if not files:
             raise DataError(
                 f"{root}: no images found (expected files ending in "
                 f"{', '.join(sorted(IMAGE_EXTENSIONS))}, or class sub-folders holding them)"
             )
-        images, info = load_images(files, image_size=image_size, root=root)
-        return Loaded(arrays={"images": images}, origin={"path": str(root), **info})
+        images, origin = decode_images(files, image_size=image_size, root=root)
+        origin["path"] = str(root)  # the digest is added to this dict when images are read
+        return Loaded(arrays={"images": images}, origin=origin)
 
     loose = [p for p in entries if not p.is_dir()]
     if loose:
@@ -261,19 +408,21 @@ def load_folder(path: str | Path, *, image_size: int | None = None) -> Loaded:
             f"({', '.join(d.name for d in class_dirs)}); with class sub-folders every image "
             "must sit inside one (the sub-folder name is its label)"
         )
-    files, labels = [], []
-    for k, d in enumerate(class_dirs):
-        class_files = list_images(d)
+    files: list[str] = []
+    counts = []
+    for d in class_dirs:
+        class_files = image_files(d)
         if not class_files:
             raise DataError(f"{d}: class sub-folder holds no images; remove it or add images")
         files += class_files
-        labels += [k] * len(class_files)
-    images, info = load_images(files, image_size=image_size, root=root)
+        counts.append(len(class_files))
+    images, origin = decode_images(files, image_size=image_size, root=root)
+    origin["path"] = str(root)
     return Loaded(
         arrays={"images": images},
-        labels=np.asarray(labels, dtype=np.int64),
+        labels=np.repeat(np.arange(len(counts), dtype=np.int64), counts),
         class_names=[d.name for d in class_dirs],
-        origin={"path": str(root), **info},
+        origin=origin,
     )
 
 
@@ -322,11 +471,11 @@ def load_paired(path: str | Path, *, image_size: int | None = None) -> Loaded:
                 "side); files pair by name without extension, e.g. a/001.png with b/001.jpg"
             )
     keys = sorted(a)
-    arr_a, info_a = load_images([a[k] for k in keys], image_size=image_size, root=side_a)
-    arr_b, info_b = load_images([b[k] for k in keys], image_size=image_size, root=side_b)
+    arr_a, info_a = decode_images([a[k] for k in keys], image_size=image_size, root=side_a)
+    arr_b, info_b = decode_images([b[k] for k in keys], image_size=image_size, root=side_b)
+    info_a["dir"], info_b["dir"] = "a", "b"  # the digests are added to these dicts when read
     return Loaded(
-        arrays={"a": arr_a, "b": arr_b},
-        origin={"path": str(root), "a": {"dir": "a", **info_a}, "b": {"dir": "b", **info_b}},
+        arrays={"a": arr_a, "b": arr_b}, origin={"path": str(root), "a": info_a, "b": info_b}
     )
 
 
@@ -337,17 +486,13 @@ def load_unpaired(path: str | Path, *, image_size: int | None = None) -> Loaded:
     if (root / "a").is_dir() and (root / "trainA").is_dir():
         raise DataError(f"{root}: holds both a/ and trainA/; keep one layout")
     side_a, side_b = _side(root, ("a", "trainA")), _side(root, ("b", "trainB"))
-    arr_a, info_a = load_images(
+    arr_a, info_a = decode_images(
         _nonempty(list_images(side_a), side_a), image_size=image_size, root=side_a
     )
-    arr_b, info_b = load_images(
+    arr_b, info_b = decode_images(
         _nonempty(list_images(side_b), side_b), image_size=image_size, root=side_b
     )
+    info_a["dir"], info_b["dir"] = side_a.name, side_b.name
     return Loaded(
-        arrays={"a": arr_a, "b": arr_b},
-        origin={
-            "path": str(root),
-            "a": {"dir": side_a.name, **info_a},
-            "b": {"dir": side_b.name, **info_b},
-        },
+        arrays={"a": arr_a, "b": arr_b}, origin={"path": str(root), "a": info_a, "b": info_b}
     )

@@ -20,12 +20,15 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from gan_models.errors import DataError
 from gan_models.utils.io import atomic_dir, sha256_file
+
+if TYPE_CHECKING:
+    from gan_models.data.loaded import ChunkedArray
 
 KINDS: dict[str, tuple[str, ...]] = {
     "images": ("images",),
@@ -57,7 +60,9 @@ class ImageSet:
         return self.meta.get("num_classes")
 
 
-def _check_arrays(kind: str, arrays: dict[str, np.ndarray], labels: np.ndarray | None) -> None:
+def _check_arrays(
+    kind: str, arrays: dict[str, np.ndarray | ChunkedArray], labels: np.ndarray | None
+) -> None:
     if kind not in KINDS:
         raise DataError(f"unknown dataset kind {kind!r}; expected one of {sorted(KINDS)}")
     if set(arrays) != set(KINDS[kind]):
@@ -85,13 +90,17 @@ def _check_arrays(kind: str, arrays: dict[str, np.ndarray], labels: np.ndarray |
 
 def write_imageset(
     path: str | Path,
-    arrays: dict[str, np.ndarray],
+    arrays: dict[str, np.ndarray | ChunkedArray],
     *,
     labels: np.ndarray | None = None,
     meta: dict[str, Any],
     kind: str = "images",
 ) -> dict[str, Any]:
-    """Write a dataset directory atomically and return the meta that was written."""
+    """Write a dataset directory atomically and return the meta that was written.
+
+    A :class:`ChunkedArray` is written chunk by chunk as it is read, never held whole; an error
+    while reading it (a truncated image, a damaged array file) leaves nothing at ``path``.
+    """
     _check_arrays(kind, arrays, labels)
     path = Path(path)
     meta = dict(meta)
@@ -102,7 +111,10 @@ def write_imageset(
     )
     with atomic_dir(path) as tmp:
         for key, arr in arrays.items():
-            np.save(tmp / f"{key}.npy", np.ascontiguousarray(arr))
+            if hasattr(arr, "chunks"):  # a ChunkedArray (duck-typed: no import of the sources)
+                arr.write(tmp / f"{key}.npy")
+            else:
+                np.save(tmp / f"{key}.npy", np.ascontiguousarray(arr))
         meta = finish_imageset(tmp, meta, labels=labels)
     return meta
 

@@ -2,6 +2,8 @@
 
 A source yields uint8 arrays (N, C, H, W), optional int64 labels and lineage (``origin``);
 :func:`fetch` writes them with :func:`gan_models.data.format.write_imageset`, whole or not at all.
+Image folders and array files yield :class:`~gan_models.data.loaded.ChunkedArray` s, decoded or
+read a chunk at a time while they are written, so fetch's memory does not grow with the set.
 
 =================  ========  ============================================================
 source             kind      what it reads

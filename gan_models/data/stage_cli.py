@@ -59,8 +59,10 @@ def preprocess_command(
 ) -> None:
     """Scale, resize and split a raw dataset into OUT_ROOT/NAME/{train,val,test}/."""
     from gan_models.data.preprocess import PreprocessParams, preprocess_dataset
+    from gan_models.data.stream import fixed_mmap_threshold
 
     p = load_section(params, "preprocess", PreprocessParams, _section_overrides("preprocess", set_))
+    fixed_mmap_threshold()  # flat peak memory over many chunks (this command's own process)
     manifest = preprocess_dataset(raw_root / name, out_root / name, p)
     counts = ", ".join(f"{s} {v['count']}" for s, v in manifest["splits"].items())
     shape = "x".join(map(str, manifest["image_shape"]))

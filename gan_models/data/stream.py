@@ -8,6 +8,7 @@ are those ``np.save`` writes for the whole array.
 
 from __future__ import annotations
 
+import ctypes
 import os
 from pathlib import Path
 
@@ -108,10 +109,27 @@ class NpyWriter:
     def write(self, rows: np.ndarray) -> None:
         if rows.dtype != self.dtype or rows.shape[1:] != self.shape[1:]:
             raise ValueError(f"rows {rows.dtype} {rows.shape} do not fit {self.dtype} {self.shape}")
-        self._f.write(np.ascontiguousarray(rows).tobytes())
+        self._f.write(memoryview(np.ascontiguousarray(rows)).cast("B"))  # no copy
         self.rows += len(rows)
 
     def close(self) -> None:
         self._f.close()
         if self.rows != self.shape[0]:
             raise ValueError(f"{self.path}: {self.rows} rows written, {self.shape[0]} declared")
+
+
+def fixed_mmap_threshold(nbytes: int = 1 << 20) -> bool:
+    """Make glibc serve blocks over ``nbytes`` from the OS and give them back when freed.
+
+    glibc raises its mmap threshold each time a large block is freed; afterwards blocks of a
+    chunk's size come from heaps that fragment and grow over a long run of chunks (measured on
+    ``ganops data preprocess`` at 64x64: 700 MB peak at 5,000 images, 815 MB at 20,000; with the
+    threshold fixed 693 and 718 MB). For commands that stream chunks in a process of their own:
+    it holds for the whole process. Elsewhere than glibc it does nothing; returns whether it
+    applied.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return bool(libc.mallopt(-3, nbytes))  # -3: M_MMAP_THRESHOLD
+    except (OSError, AttributeError):
+        return False
