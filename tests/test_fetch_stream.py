@@ -12,6 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
+from gan_models.data import arrays as arrays_mod
 from gan_models.data import fetch, read_imageset
 from gan_models.data import folders as folders_mod
 from gan_models.data.folders import load_folder
@@ -129,7 +130,7 @@ def test_npy_is_read_in_chunks_with_the_same_bytes(tmp_path, monkeypatch):
     x = rng.integers(0, 256, (20, 8, 8, 3), dtype=np.uint8)  # (N, H, W, C)
     np.save(tmp_path / "last.npy", x)
     np.save(tmp_path / "grey.npy", x[..., 0])
-    monkeypatch.setattr(folders_mod, "CHUNK_BYTES", 3 * x[0].nbytes)
+    monkeypatch.setattr(arrays_mod, "CHUNK_BYTES", 3 * x[0].nbytes)
     loaded = load_folder(tmp_path / "last.npy")
     arr = loaded.arrays["images"]
     assert isinstance(arr, ChunkedArray) and arr.shape == (20, 3, 8, 8)
@@ -149,7 +150,7 @@ def test_npz_members_stream_with_the_same_bytes(tmp_path, monkeypatch, compresse
     x = rng.integers(0, 256, (20, 3, 8, 8), dtype=np.uint8)
     save = np.savez_compressed if compressed else np.savez
     save(tmp_path / "set.npz", images=x, labels=np.arange(20) % 4)
-    monkeypatch.setattr(folders_mod, "CHUNK_BYTES", 3 * x[0].nbytes)
+    monkeypatch.setattr(arrays_mod, "CHUNK_BYTES", 3 * x[0].nbytes)
     meta = fetch("folder", "z", path=tmp_path / "set.npz", out_root=tmp_path / "raw")
     assert (tmp_path / "raw/z/images.npy").read_bytes() == npy_bytes(x)
     assert meta["num_classes"] == 4
@@ -179,7 +180,7 @@ def test_npz_damaged_mid_member_is_named_and_leaves_nothing(tmp_path, monkeypatc
     mid = start + info.compress_size // 2
     data[mid : mid + 64] = bytes(64)
     (tmp_path / "bad.npz").write_bytes(bytes(data))
-    monkeypatch.setattr(folders_mod, "CHUNK_BYTES", 4 * x[0].nbytes)
+    monkeypatch.setattr(arrays_mod, "CHUNK_BYTES", 4 * x[0].nbytes)
     with pytest.raises(DataError, match=r"bad\.npz: damaged or truncated"):
         fetch("folder", "b", path=tmp_path / "bad.npz", out_root=tmp_path / "raw")
     assert nothing_left(tmp_path / "raw")
