@@ -11,8 +11,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
 from gan_models.errors import DataError
 from gan_models.metrics.images import ArrayLike, to_uint8
@@ -51,6 +49,9 @@ def save_nearest_pairs_figure(
             f"{a.shape[0]} fakes, {b.shape[0]} neighbours and {len(distances)} distances"
         )
     p = a.shape[0]
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # only a figure needs it
+    from matplotlib.figure import Figure
+
     fig = Figure(figsize=(max(1.3 * p, 3.0), 3.2), dpi=100)
     FigureCanvasAgg(fig)
     for j in range(p):

@@ -10,8 +10,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import pairwise_distances_chunked
-from sklearn.neighbors import NearestNeighbors
 
 from gan_models.errors import DataError
 
@@ -49,6 +47,8 @@ def kth_neighbour_radii(x: np.ndarray, k: int) -> np.ndarray:
 
 def nearest(query: np.ndarray, ref: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Distance (Nq,) and index (Nq,) of the nearest row of ``ref`` for each row of ``query``."""
+    from sklearn.neighbors import NearestNeighbors  # imported here: ~1.5 s that only a search needs
+
     nn = NearestNeighbors(n_neighbors=1, algorithm="brute").fit(ref)
     dist, idx = nn.kneighbors(query)  # (Nq, 1) each
     return dist[:, 0], idx[:, 0]
@@ -56,6 +56,8 @@ def nearest(query: np.ndarray, ref: np.ndarray) -> tuple[np.ndarray, np.ndarray]
 
 def cross_distances(a: np.ndarray, b: np.ndarray) -> Iterator[tuple[slice, np.ndarray]]:
     """Yield (rows of a, distances (rows, Nb)) chunk by chunk over the rows of a."""
+    from sklearn.metrics import pairwise_distances_chunked
+
     start = 0
     for chunk in pairwise_distances_chunked(a, b, working_memory=WORKING_MEMORY_MB):
         yield slice(start, start + chunk.shape[0]), chunk
