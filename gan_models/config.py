@@ -21,7 +21,16 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_serializer,
+)
+from pydantic_core import PydanticCustomError
 
 from gan_models.errors import ConfigError
 
@@ -113,6 +122,52 @@ class TrainConfig(Section):
     fid_features: str | None = Field(
         None, description="domain classifier folder; None = models/features/<dataset>"
     )
+    augment: list[Literal["color", "translation", "cutout"]] = Field(
+        default_factory=list,
+        description="DiffAugment (Zhao et al. 2020) of everything the discriminator sees, real "
+        "and fake: ops of color, translation, cutout, e.g. color,translation,cutout ([] = off)",
+    )
+    augment_p: float = Field(
+        1.0, ge=0, le=1, description="probability of each augmentation op per image"
+    )
+
+    @field_validator("augment", mode="before")
+    @classmethod
+    def _policy_from_string(cls, value: Any) -> Any:
+        # "color,translation,cutout" as DiffAugment writes a policy; "" or null: off
+        if value is None:
+            return []
+        if isinstance(value, str):
+            return [op.strip() for op in value.split(",") if op.strip()]
+        return value
+
+    @field_validator("augment")
+    @classmethod
+    def _ops_once(cls, value: list[str]) -> list[str]:
+        if len(set(value)) < len(value):
+            raise PydanticCustomError("repeated_op", "an op is listed twice")
+        return value
+
+    @field_validator("augment_p")
+    @classmethod
+    def _p_needs_augment(cls, value: float, info: ValidationInfo) -> float:
+        if value != 1.0 and not info.data.get("augment", True):
+            raise PydanticCustomError(
+                "ignored_key",
+                "would be ignored with train.augment off; set train.augment (color, "
+                "translation, cutout) or remove it",
+            )
+        return value
+
+    @model_serializer(mode="wrap")
+    def _leave_out_augment_when_off(self, handler: Any) -> dict[str, Any]:
+        # Off, the augmentation keys are left out of the resolved config, so the config.yaml,
+        # params hash and study names of runs without it are those from before it existed.
+        data = handler(self)
+        if not self.augment:
+            data.pop("augment", None)
+            data.pop("augment_p", None)
+        return data
 
 
 class TunedFrom(Section):

@@ -43,6 +43,7 @@ from gan_models.training.checkpoint import (
     set_rng_state,
 )
 from gan_models.training.device import autocast, deterministic_mode, select_device
+from gan_models.training.diffaugment import Augment, augment_critics
 from gan_models.training.ema import EMA
 from gan_models.training.generate import generate_from_latents, generate_images
 from gan_models.training.params import TrainParams, load_run_config
@@ -231,6 +232,12 @@ def _train(
     }
     emas = {n: EMA(nets[n], t.ema_decay) for n in family.ema_nets} if t.ema_decay else {}
     phases = family.phases(params, spec)
+    augment, loss_nets = None, nets
+    if t.augment:  # the phases see the critics through the augmentation (DiffAugment)
+        augment = Augment(t.augment, t.augment_p, t.seed, device)
+        critics = [n for g in family.critic_groups for n in family.optim_groups[g]]
+        loss_nets = augment_critics(nets, critics, augment)
+        log.info("DiffAugment %s (p=%g) on %s", ",".join(t.augment), t.augment_p, critics)
     scaler = torch.amp.GradScaler(device.type) if t.amp == "fp16" else None
 
     write_text_atomic(run_dir / "config.yaml", dump_yaml(params))
@@ -305,6 +312,8 @@ def _train(
     try:
         for step in range(start, t.steps):
             ctx = StepContext(step, params, spec, device, t.batch_size)
+            if augment is not None:
+                augment.reseed(step)
             for phase in phases:
                 if step % phase.every:
                     continue
@@ -316,7 +325,7 @@ def _train(
                     batch = stream.next() if phase.needs_batch else None
                     opt.zero_grad(set_to_none=True)
                     with autocast(device, profile.amp):
-                        out = phase.loss(nets, batch, ctx)
+                        out = phase.loss(loss_nets, batch, ctx)
                     loss = out["loss"]
                     if scaler is not None:
                         scaler.scale(loss).backward()
