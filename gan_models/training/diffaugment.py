@@ -67,14 +67,15 @@ def contrast(x: Tensor, g: torch.Generator, p: float = 1.0) -> Tensor:
 
 def translate_by(x: Tensor, dy: Tensor, dx: Tensor) -> Tensor:
     """Image b shifted down by dy[b] and right by dx[b] pixels (B,), zeros shifted in."""
-    b, _, h, w = x.shape
+    b, c, h, w = x.shape
     rows = torch.arange(h, device=x.device)[None, :] - dy[:, None]  # (B, H) source row
     cols = torch.arange(w, device=x.device)[None, :] - dx[:, None]  # (B, W) source column
     inside = ((rows >= 0) & (rows < h))[:, :, None] & ((cols >= 0) & (cols < w))[:, None, :]
-    batch = torch.arange(b, device=x.device)[:, None, None]  # (B, 1, 1)
-    # Advanced indices around the channel slice put their dims first: (B, H, W, C).
-    out = x[batch, :, rows.clamp(0, h - 1)[:, :, None], cols.clamp(0, w - 1)[:, None, :]]
-    out = out.permute(0, 3, 1, 2) * inside[:, None].to(x.dtype)  # (B, C, H, W)
+    source = rows.clamp(0, h - 1)[:, :, None] * w + cols.clamp(0, w - 1)[:, None, :]  # (B, H, W)
+    # one gather over the flattened pixels: a few times faster than advanced indexing on CPU
+    index = source.flatten(1)[:, None, :].expand(b, c, h * w)  # (B, C, H*W)
+    out = x.reshape(b, c, h * w).gather(2, index).view(b, c, h, w)
+    out = out * inside[:, None].to(x.dtype)  # (B, C, H, W)
     return out.contiguous(memory_format=_memory_format(x))
 
 
