@@ -202,6 +202,7 @@ def server(monkeypatch):
 def test_registry_holds_real_sources():
     expected = {"mnist5k", "digits", "mnist", "fashion-mnist", "cifar10"}
     expected |= {"folder", "paired", "unpaired", "mnist5k-inverted", "mnist5k-thick"}
+    expected |= {"twemoji", "noto", "twemoji-noto", "photos"}
     assert set(SOURCES) == expected
     for name, s in SOURCES.items():
         assert isinstance(s, Source) and s.name == name

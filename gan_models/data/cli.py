@@ -36,20 +36,22 @@ def fetch_cmd(
     path: Path | None = typer.Option(
         None,
         "--path",
-        help="Input folder (folder, paired, unpaired) or the original files of "
-        "mnist/fashion-mnist/cifar10 for offline use.",
+        help="Input folder (folder, paired, unpaired), the original files of "
+        "mnist/fashion-mnist/cifar10 for offline use, or the npm tarball (or unpacked package) "
+        "of twemoji/noto (twemoji-noto: a folder holding both tarballs).",
     ),
     out_root: Path = typer.Option(Path("data/raw"), "--out-root", help="Where raw datasets live."),
     image_size: int | None = typer.Option(
         None,
         "--image-size",
         min=1,
-        help="Folder sources: center-crop every image to a square and resize to SxS (bicubic).",
+        help="Folder sources: center-crop every image to a square and resize to SxS (bicubic); "
+        "photos: the crop size (default 64).",
     ),
     cache_dir: Path | None = typer.Option(
         None,
         "--cache-dir",
-        help="Where downloads are kept and resumed (default: $GANOPS_CACHE_DIR/downloads "
+        help="Where downloads and npm tarballs are kept (default: $GANOPS_CACHE_DIR/downloads "
         "or ~/.cache/ganops/downloads).",
     ),
     mirror: str | None = typer.Option(
@@ -72,10 +74,13 @@ def fetch_cmd(
 
 
 def sources_cmd() -> None:
-    """List the data sources with their kind and description."""
+    """List the data sources with their kind and description, and the licence of third-party
+    artwork on a line below."""
     width = max(len(n) for n in SOURCES)
     for s in SOURCES.values():
         typer.echo(f"{s.name:<{width}}  {s.kind:<8}  {s.description}")
+        if s.licence:
+            typer.echo(f"{'':<{width}}  {'':<8}  licence: {s.licence}")
 
 
 def register_commands(app: typer.Typer) -> None:

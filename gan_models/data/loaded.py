@@ -62,9 +62,11 @@ class Loaded:
     """What a source yields: named uint8 arrays (N, C, H, W), optional labels and lineage.
 
     Large sources (image folders, array files) give :class:`ChunkedArray` s, read only when the
-    dataset is written."""
+    dataset is written. ``meta`` holds further top-level keys of meta.json (a licence, each
+    image's file or codepoint)."""
 
     arrays: dict[str, np.ndarray | ChunkedArray]
     labels: np.ndarray | None = None
     class_names: list[str] | None = None
     origin: dict[str, Any] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)

@@ -17,11 +17,22 @@ source             kind      what it reads
 ``paired``         paired    ``a/`` and ``b/`` folders whose files pair by name
 ``unpaired``       unpaired  ``a/`` and ``b/`` (or ``trainA/``, ``trainB/``), any counts
 ``mnist5k-*``      unpaired  built-in pairs: ``-inverted`` and ``-thick`` (offline)
+``twemoji``        images    Twemoji, 1,906 emoji 3x64x64 by category (npm or ``--path``)
+``noto``           images    Noto Emoji, 1,906 emoji 3x64x64 by category (npm or ``--path``)
+``twemoji-noto``   unpaired  emoji both draw: half as Twemoji (a), half as Noto (b)
+``photos``         images    crops of 9 colour photos in scikit-image's and scikit-learn's wheels
 =================  ========  ============================================================
 
 The built-in unpaired pairs deal mnist5k's digits into two disjoint halves: ``a`` keeps its
 digits as they are, ``b`` holds the other digits inverted (``mnist5k-inverted``) or with strokes
 thickened (``mnist5k-thick``); see :func:`gan_models.data.embedded.load_mnist5k_pair`.
+
+The emoji sources read the pinned npm packages ``emoji-datasource-twitter`` and
+``emoji-datasource-google`` (16.0.0), fetched with ``npm pack`` into the cache or given with
+``--path`` (see :mod:`gan_models.data.emoji` for the rules: base emoji, white background, the
+codepoints kept in meta.json; :mod:`gan_models.data.npm` for fetching and integrity);
+``photos`` is described in :mod:`gan_models.data.photos`. Sources of third-party artwork carry
+a ``licence`` shown by ``ganops data sources`` and written to meta.json.
 """
 
 from __future__ import annotations
@@ -60,7 +71,8 @@ class Source:
 
     ``path`` says whether ``--path`` is ``"required"``, ``"optional"`` (canonical datasets read
     from local original files) or ``"none"``; ``resizable`` whether ``--image-size`` applies;
-    ``downloads`` whether the source fetches files over HTTP (and so takes a mirror).
+    ``downloads`` whether the source fetches files over HTTP (and so takes a mirror);
+    ``licence`` the licence and attribution of third-party artwork, in one line.
     """
 
     name: str
@@ -70,6 +82,7 @@ class Source:
     path: str = "none"
     resizable: bool = False
     downloads: bool = False
+    licence: str | None = None
 
 
 # Loaders import their modules on first use so that `import gan_models.data` stays cheap.
@@ -114,6 +127,29 @@ def _canonical_loader(dataset: str) -> Callable[[FetchOptions], Loaded]:
         )
 
     return load
+
+
+def _emoji_loader(vendor: str) -> Callable[[FetchOptions], Loaded]:
+    def load(opts: FetchOptions) -> Loaded:
+        from gan_models.data.download import cache_dir_default
+        from gan_models.data.emoji import load_vendor
+
+        return load_vendor(vendor, path=opts.path, cache_dir=opts.cache_dir or cache_dir_default())
+
+    return load
+
+
+def _load_emoji_pair(opts: FetchOptions) -> Loaded:
+    from gan_models.data.download import cache_dir_default
+    from gan_models.data.emoji import load_pair
+
+    return load_pair(path=opts.path, cache_dir=opts.cache_dir or cache_dir_default())
+
+
+def _load_photos(opts: FetchOptions) -> Loaded:
+    from gan_models.data.photos import load_photos
+
+    return load_photos(opts.image_size)
 
 
 def _load_folder(opts: FetchOptions) -> Loaded:
@@ -215,6 +251,46 @@ SOURCES: dict[str, Source] = {
             "unpaired",
             _pair_loader("thick"),
         ),
+        Source(
+            "twemoji",
+            "Twemoji (npm emoji-datasource-twitter 16.0.0): 1,906 base emoji 3x64x64 on white, "
+            "9 category labels; npm pack or --path FILE.tgz",
+            "images",
+            _emoji_loader("twemoji"),
+            path="optional",
+            licence="CC-BY-4.0, Copyright 2020 Twitter, Inc and other contributors "
+            "(https://github.com/jdecked/twemoji/blob/v15.0.2/LICENSE-GRAPHICS)",
+        ),
+        Source(
+            "noto",
+            "Noto Emoji (npm emoji-datasource-google 16.0.0): 1,906 base emoji 3x64x64 on "
+            "white, 9 category labels; npm pack or --path FILE.tgz",
+            "images",
+            _emoji_loader("noto"),
+            path="optional",
+            licence="Apache-2.0, Noto Emoji artwork by Google "
+            "(https://github.com/googlei18n/noto-emoji/blob/master/LICENSE)",
+        ),
+        Source(
+            "twemoji-noto",
+            "unpaired: the emoji both draw, dealt per category into halves: Twemoji's drawings "
+            "of one (a), Noto's of the other (b), codepoints kept; npm or --path DIR of both .tgz",
+            "unpaired",
+            _load_emoji_pair,
+            path="optional",
+            licence="a: CC-BY-4.0, Copyright 2020 Twitter, Inc and other contributors; "
+            "b: Apache-2.0, Noto Emoji artwork by Google",
+        ),
+        Source(
+            "photos",
+            "crops of 9 colour photos shipped in scikit-image's and scikit-learn's wheels, "
+            "3xSxS (--image-size S, default 64), labelled by photo; offline",
+            "images",
+            _load_photos,
+            resizable=True,
+            licence="skimage photos: public domain / CC0 (as skimage.data states); "
+            "sklearn's china.jpg, flower.jpg: CC-BY-2.0",
+        ),
     )
 }
 
@@ -244,8 +320,9 @@ def fetch(
     """Turn ``source`` into the raw dataset ``out_root/name`` and return the meta written.
 
     ``path`` is the input folder (folder, paired, unpaired; or the original files of mnist,
-    fashion-mnist and cifar10 for offline use). ``image_size`` center-crops and resizes every
-    image of a folder source to a square. Downloads are kept in ``cache_dir`` (default
+    fashion-mnist and cifar10 for offline use; or the npm package tarball of an emoji source).
+    ``image_size`` center-crops and resizes every image of a folder source to a square, and is
+    the crop size of ``photos``. Downloads are kept in ``cache_dir`` (default
     ``$GANOPS_CACHE_DIR/downloads`` or ``~/.cache/ganops/downloads``); ``remote`` replaces the
     table of files, URLs and sha256 of a canonical dataset, ``mirror`` only its base URL.
     """
@@ -262,8 +339,9 @@ def fetch(
     if image_size is not None:
         if not src.resizable:
             raise DataError(
-                f"--image-size applies to folder, paired and unpaired sources, not {src.name!r}; "
-                "resize when preprocessing instead"
+                f"--image-size applies to "
+                f"{', '.join(s.name for s in SOURCES.values() if s.resizable)}, not "
+                f"{src.name!r}; resize when preprocessing instead"
             )
         if image_size < 1:
             raise DataError(f"--image-size must be a positive integer, got {image_size}")
@@ -287,6 +365,7 @@ def fetch(
     if loaded.class_names is not None:
         meta["class_names"] = list(loaded.class_names)
         meta["num_classes"] = len(loaded.class_names)
+    meta.update(loaded.meta)
     return write_imageset(
         Path(out_root) / name, loaded.arrays, labels=loaded.labels, meta=meta, kind=src.kind
     )
