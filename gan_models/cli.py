@@ -203,6 +203,7 @@ def families_cmd(
     ] = Path("params"),
 ) -> None:
     """List every GAN family with the data it needs, its own options and its presets."""
+    from gan_models.config import TrainConfig
     from gan_models.families import FAMILIES
     from gan_models.training.params import find_presets
 
@@ -226,6 +227,11 @@ def families_cmd(
                 f"{'':10s} preset: {path} ({p.data.path}, {p.data.image_size}px, "
                 f"{t.steps} steps x {t.batch_size}{amp})"
             )
+    # The trainer's options every family takes (indented: each unindented line is a family).
+    for key in ("augment", "augment_p"):
+        field = TrainConfig.model_fields[key]
+        default = field.get_default(call_default_factory=True)
+        typer.echo(f"{'':10s} every family: train.{key} = {default!r}: {field.description}")
 
 
 @features_app.command("train")

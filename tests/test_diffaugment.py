@@ -376,3 +376,13 @@ def test_policy_as_a_string_or_a_list_and_p_needs_a_policy():
 
 def test_off_leaves_the_resolved_config_as_it_was():
     assert not {"augment", "augment_p"} & set(TrainParams().to_dict()["train"])
+
+
+def test_families_lists_the_option(capsys):
+    from gan_models.cli import main
+
+    params = Path(__file__).resolve().parents[1] / "params"
+    assert main(["families", "--params-dir", str(params)]) == 0
+    out = capsys.readouterr().out
+    assert "every family: train.augment = []: DiffAugment" in out
+    assert "every family: train.augment_p = 1.0" in out
