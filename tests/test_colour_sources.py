@@ -41,6 +41,7 @@ CATS = [
     ("Flags", 2),
 ]
 SHIFT = {"twitter": 0, "google": 101}
+DUP = "1F1FA-1F1F8"  # drawn as the first flag, after it in sort_order
 
 
 # --- a package in the published layout, written independently of the code under test --------
@@ -81,7 +82,8 @@ def on_white(rgba: np.ndarray) -> np.ndarray:
 
 def entries() -> list[dict]:
     """emoji.json: the categories above, listed in reverse of their sort_order, plus a
-    Component swatch and an emoji only Twemoji draws (its codepoint is the last)."""
+    Component swatch, an emoji only Twemoji draws and one drawn as an earlier one (``art``: the
+    drawing's index; ``i`` and ``art`` are not written)."""
     out, i = [], 0
     for cat, n in CATS:
         for _ in range(n):
@@ -97,17 +99,33 @@ def entries() -> list[dict]:
     out.append(
         {"unified": "1FAE8", "category": "Smileys & Emotion", "image": "1fae8.png", "i": i + 1}
     )
+    first_flag = next(e for e in out if e["category"] == "Flags")
+    out.append(
+        {
+            "unified": DUP,
+            "category": "Flags",
+            "image": "dup.png",
+            "i": i + 2,
+            "art": first_flag["i"],
+        }
+    )
     for e in out:
         e["sort_order"] = e.get("sort_order", 5000 + e["i"])
         e["has_img_twitter"] = True
         e["has_img_google"] = e["unified"] != "1FAE8"
         e["skin_variations"] = e.get("skin_variations")
+        e["art"] = e.get("art", e["i"])
     return out[::-1]
 
 
-def build_package(
-    root: Path, vendor: str, *, version: str = "16.0.0", tamper: bool = False
-) -> Path:
+def dup_original() -> str:
+    """The codepoint whose drawing DUP repeats."""
+    es = entries()
+    art_of_dup = next(e["art"] for e in es if e["unified"] == DUP)
+    return next(e["unified"] for e in es if e["i"] == art_of_dup)
+
+
+def build_package(root: Path, vendor: str, *, version: str = "16.0.0") -> Path:
     """``root/NAME-VERSION.tgz`` of ``vendor`` ("twemoji" or "noto"); returns its path."""
     v = emoji_mod.VENDORS[vendor]
     image_set = v.image_set
@@ -116,17 +134,16 @@ def build_package(
         "README.md": b"emoji data\n",
     }
     es = entries()
-    files["emoji.json"] = json.dumps([{k: e[k] for k in e if k != "i"} for e in es]).encode()
+    files["emoji.json"] = json.dumps([{k: e[k] for k in e if k not in ("i", "art")} for e in es])
     for e in es:
         if e[f"has_img_{image_set}"]:
-            files[f"img/{image_set}/64/{e['image']}"] = art(e["i"], image_set)[1]
+            files[f"img/{image_set}/64/{e['image']}"] = art(e["art"], image_set)[1]
     files[f"img/{image_set}/64/skin.png"] = art(99, image_set)[1]
-    if tamper:
-        files["README.md"] = b"changed\n"
     root.mkdir(parents=True, exist_ok=True)
     out = root / f"{v.package.name}-{version}.tgz"
     with tarfile.open(out, "w:gz") as tar:
         for name, data in files.items():
+            data = data.encode() if isinstance(data, str) else data
             info = tarfile.TarInfo(f"package/{name}")
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
@@ -134,9 +151,14 @@ def build_package(
 
 
 def expected(image_set: str) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """Codepoints, images (N, 3, 64, 64) and labels the source must give, in sort_order."""
+    """Codepoints, images (N, 3, 64, 64) and labels the source must give, in sort_order: not
+    the Component swatch, nor the repeated drawing."""
     es = sorted(
-        (e for e in entries() if e[f"has_img_{image_set}"] and e["category"] != "Component"),
+        (
+            e
+            for e in entries()
+            if e[f"has_img_{image_set}"] and e["category"] != "Component" and e["unified"] != DUP
+        ),
         key=lambda e: e["sort_order"],
     )
     cats = [c for c, _ in CATS]
@@ -201,7 +223,8 @@ def test_emoji_from_tarball_path(tmp_path, monkeypatch, capsys, vendor):
     np.testing.assert_array_equal(ds.images, images)
     np.testing.assert_array_equal(ds.labels, labels)
     meta = ds.meta
-    assert meta["codepoints"] == {"images": cps}  # no Component swatch, no skin tone
+    assert meta["codepoints"] == {"images": cps}  # no Component swatch, skin tone, repeat
+    assert meta["origin"]["duplicates"] == {DUP: dup_original()}
     assert meta["file_names"] == [f"img/{image_set}/64/{c.lower()}.png" for c in cps]
     assert meta["class_names"] == [c for c, _ in CATS] and meta["num_classes"] == 9
     v = emoji_mod.VENDORS[vendor]
@@ -387,7 +410,7 @@ def test_pair_keeps_codepoints_aligned_and_halves_disjoint(tmp_path, monkeypatch
     tw_cps, tw_images, tw_labels = expected("twitter")
     go_cps, go_images, _ = expected("google")
     shared = [c for c in tw_cps if c in go_cps]  # 1FAE8 is Twemoji's alone
-    assert len(shared) == 28 and "1FAE8" not in cps_a + cps_b
+    assert len(shared) == 28 and "1FAE8" not in cps_a + cps_b and DUP not in cps_a + cps_b
     assert not set(cps_a) & set(cps_b) and sorted(cps_a + cps_b) == sorted(shared)
     # per category, a holds the smaller half
     cats = [c for c, _ in CATS]
@@ -405,6 +428,9 @@ def test_pair_keeps_codepoints_aligned_and_halves_disjoint(tmp_path, monkeypatch
     np.testing.assert_array_equal(
         emoji_mod.counterparts(cps_b[:3], "twemoji", path=d),
         tw_images[[tw_cps.index(c) for c in cps_b[:3]]],
+    )
+    np.testing.assert_array_equal(  # a repeated drawing's codepoint gives the drawing kept
+        emoji_mod.counterparts([DUP], "noto", path=d)[0], go_images[go_cps.index(dup_original())]
     )
     with pytest.raises(DataError, match="no drawing of 1 codepoint"):
         emoji_mod.counterparts(["1FAE8"], "noto", path=d)

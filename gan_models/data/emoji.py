@@ -13,7 +13,7 @@ What is read, by stated rules:
   no class is dominated by five recolourings of the same drawing.
 - **Labels**: the entry's category, as an index into :data:`CATEGORIES` (Unicode's order). The
   ``Component`` category (the five skin-tone swatches U+1F3FB..U+1F3FF, modifiers rather than
-  pictures) is left out: 1,906 images of the 1,911 entries in 16.0.0.
+  pictures) is left out: 1,906 of the 1,911 entries in 16.0.0.
 - **Order**: by ``sort_order`` (Unicode's emoji order), then codepoint.
 - **Pixels**: straight alpha composited onto white, ``(rgb * a + 255 * (255 - a) + 127) // 255``
   per channel; uint8 RGB (N, 3, 64, 64).
@@ -21,9 +21,11 @@ What is read, by stated rules:
   keyed by array (``{"images": [...]}``; the pair: ``{"a": [...], "b": [...]}``), and its file in
   the package under ``file_names`` (which preprocess carries into each split).
 
-Some different emoji share one drawing (in 16.0.0, 33 images of Twemoji repeat another: family
-groups drawn gender-neutral and a few territory flags; 14 of Noto); they are kept, as the
-packages draw them.
+- **Duplicates**: an emoji whose composited drawing repeats an earlier one's, pixel for pixel,
+  is left out (``origin["duplicates"]`` maps its codepoint to the kept one), so that no image
+  sits in both a training and a held-out split. In 16.0.0 Twemoji repeats 33 drawings (family
+  groups drawn gender-neutral, territories that share a flag), Noto 14: Twemoji gives 1,873
+  images, Noto 1,892.
 
 The pair ``twemoji-noto`` (:func:`load_pair`) takes the emoji both vendors draw, deals them per
 category by a seeded permutation into two disjoint halves, and writes Twemoji's drawings of the
@@ -144,13 +146,15 @@ VENDORS: dict[str, EmojiVendor] = {
 
 @dataclass
 class EmojiSet:
-    """One vendor's base emoji, decoded: images (N, 3, 64, 64), labels, codepoints, files."""
+    """One vendor's base emoji, decoded: images (N, 3, 64, 64), labels, codepoints, files, and
+    the codepoints left out as duplicates with the one kept for each."""
 
     images: np.ndarray
     labels: np.ndarray
     codepoints: list[str]
     file_names: list[str]
     origin: dict[str, Any]
+    duplicates: dict[str, str]
 
 
 def _entries(files: PackageFiles, vendor: EmojiVendor) -> list[dict[str, Any]]:
@@ -228,8 +232,17 @@ def read_vendor(files: PackageFiles, vendor: EmojiVendor) -> EmojiSet:
     entries = _entries(files, vendor)
     names = [vendor.image_dir + e["image"] for e in entries]
     images = np.stack([composite(files.read(n), f"{files.where}: package/{n}") for n in names])
+    first: dict[bytes, int] = {}
+    keep, duplicates = [], {}
+    for i, img in enumerate(images):
+        j = first.setdefault(img.tobytes(), i)
+        if j == i:
+            keep.append(i)
+        else:
+            duplicates[entries[i]["unified"]] = entries[j]["unified"]
+    entries = [entries[i] for i in keep]
+    images = images[keep]  # (N, 3, 64, 64), distinct
     labels = np.array([CATEGORIES.index(e["category"]) for e in entries], dtype=np.int64)
-    distinct = len({img.tobytes() for img in images})
     origin = {
         **files.origin,
         "artwork": vendor.artwork,
@@ -237,14 +250,15 @@ def read_vendor(files: PackageFiles, vendor: EmojiVendor) -> EmojiSet:
         "excluded_categories": dict(EXCLUDED_CATEGORIES),
         "order": "emoji.json sort_order, then codepoint",
         "background": "white: (rgb * a + 255 * (255 - a) + 127) // 255",
-        "distinct_images": distinct,
+        "duplicates": duplicates,
     }
     return EmojiSet(
         images=images,  # (N, 3, 64, 64)
         labels=labels,
         codepoints=[e["unified"] for e in entries],
-        file_names=names,
+        file_names=[vendor.image_dir + e["image"] for e in entries],
         origin=origin,
+        duplicates=duplicates,
     )
 
 
@@ -342,6 +356,7 @@ def counterparts(
     files = open_package(vendor, path=path, cache_dir=cache_dir or cache_dir_default())
     s = read_vendor(files, vendor)
     row = {c: i for i, c in enumerate(s.codepoints)}
+    row.update({c: row[kept] for c, kept in s.duplicates.items()})  # the same drawing
     missing = [c for c in codepoints if c not in row]
     if missing:
         raise DataError(

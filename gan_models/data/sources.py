@@ -17,8 +17,8 @@ source             kind      what it reads
 ``paired``         paired    ``a/`` and ``b/`` folders whose files pair by name
 ``unpaired``       unpaired  ``a/`` and ``b/`` (or ``trainA/``, ``trainB/``), any counts
 ``mnist5k-*``      unpaired  built-in pairs: ``-inverted`` and ``-thick`` (offline)
-``twemoji``        images    Twemoji, 1,906 emoji 3x64x64 by category (npm or ``--path``)
-``noto``           images    Noto Emoji, 1,906 emoji 3x64x64 by category (npm or ``--path``)
+``twemoji``        images    Twemoji, 1,873 emoji 3x64x64 by category (npm or ``--path``)
+``noto``           images    Noto Emoji, 1,892 emoji 3x64x64 by category (npm or ``--path``)
 ``twemoji-noto``   unpaired  emoji both draw: half as Twemoji (a), half as Noto (b)
 ``photos``         images    crops of 9 colour photos in scikit-image's and scikit-learn's wheels
 =================  ========  ============================================================
@@ -253,8 +253,8 @@ SOURCES: dict[str, Source] = {
         ),
         Source(
             "twemoji",
-            "Twemoji (npm emoji-datasource-twitter 16.0.0): 1,906 base emoji 3x64x64 on white, "
-            "9 category labels; npm pack or --path FILE.tgz",
+            "Twemoji (npm emoji-datasource-twitter 16.0.0): 1,873 distinct base emoji 3x64x64 on "
+            "white, 9 category labels; npm pack or --path FILE.tgz",
             "images",
             _emoji_loader("twemoji"),
             path="optional",
@@ -263,8 +263,8 @@ SOURCES: dict[str, Source] = {
         ),
         Source(
             "noto",
-            "Noto Emoji (npm emoji-datasource-google 16.0.0): 1,906 base emoji 3x64x64 on "
-            "white, 9 category labels; npm pack or --path FILE.tgz",
+            "Noto Emoji (npm emoji-datasource-google 16.0.0): 1,892 distinct base emoji 3x64x64 "
+            "on white, 9 category labels; npm pack or --path FILE.tgz",
             "images",
             _emoji_loader("noto"),
             path="optional",
