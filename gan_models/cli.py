@@ -39,6 +39,7 @@ def _mount_subapps() -> None:
     Each module has a ``register_commands(typer_app)`` that adds its commands to the app it is
     given; which app (the top level or a group) is decided here alone.
     """
+    from gan_models.augment import cli as augment_cli
     from gan_models.bench import cli as bench_cli
     from gan_models.data import cli as data_cli
     from gan_models.data import stage_cli
@@ -52,6 +53,7 @@ def _mount_subapps() -> None:
         (services_cli.register_commands, app),  # up, down, status
         (explore_cli.register_commands, app),  # explore
         (tuning_cli.register_commands, app),  # tune
+        (augment_cli.register_commands, app),  # augment
         (bench_cli.register_commands, bench_app),  # bench eval, train, data, eval-data
         (tuning_cli.register_bench_commands, bench_app),  # bench tune
         (data_cli.register_commands, data_app),  # data fetch, data sources
