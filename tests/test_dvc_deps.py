@@ -305,8 +305,19 @@ def command_code(tokens: list[str]) -> tuple[str, set[Path]]:
     return f"{module}.{func.__qualname__}", files | {module_file(module).relative_to(REPO)}
 
 
+# Pipelines beside the root one; their stages run from the repository root (wdir ../..).
+PIPELINES = ["dvc.yaml", "pipelines/augment/dvc.yaml"]
+
+
 def stages() -> dict[str, dict]:
-    return yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    out = {}
+    for file in PIPELINES:
+        for name, stage in yaml.safe_load((REPO / file).read_text())["stages"].items():
+            if file != "dvc.yaml":
+                assert (REPO / file).parent.joinpath(stage.get("wdir", ".")).resolve() == REPO
+                name = f"{file}:{name}"
+            out[name] = stage
+    return out
 
 
 def covered(path: Path, deps: list[str]) -> bool:
