@@ -282,3 +282,16 @@ class PromoteParams(FlowParams):
     )
     force: bool = Field(False, description="promote even if the gate refuses (recorded)")
     project_dir: str = Field(".", description="the ganops checkout (working directory)")
+
+
+class AugmentFlowParams(FlowParams):
+    """The GAN data-augmentation experiment (``ganops augment``)."""
+
+    params: str = Field("params/augment.yaml", description="the experiment's params file")
+    arms: list[str] = Field(
+        default_factory=list, description="run only these arms (real always runs); empty = all"
+    )
+    overrides: Annotated[list[str], AfterValidator(_no_file_part)] = Field(
+        default_factory=list, description="augment.key=value, e.g. augment.k=[10, 50]"
+    )
+    project_dir: str = Field(".", description="the ganops checkout (working directory)")

@@ -667,3 +667,44 @@ def test_data_failure_in_a_stage_fails_fast(pipeline_run):
     runs = {r.name: r for r in task_runs(state.state_details.flow_run_id)}
     assert runs["validate"].run_count == 1  # a data error is not retried
     assert time.monotonic() - began < 120
+
+
+# ----------------------------------------------------------------------------- augment flow
+
+
+def test_augment_flow_runs_the_experiment_and_publishes_its_report(tmp_path):
+    """The flow runs `ganops augment` in the project and puts its table and conclusion in an
+    artifact; the figures are those the command wrote."""
+    from bars import write_processed_bars
+    from test_augment import GENERATOR
+
+    from flows.augment import augment
+    from flows.params import AugmentFlowParams
+    from gan_models.metrics.config import FeaturesParams
+    from gan_models.metrics.extractors import train_features
+
+    data = write_processed_bars(tmp_path / "data" / "processed" / "bars")
+    train_features(data, FeaturesParams(domain={"epochs": 4, "batch_size": 16, "width": 8,
+                                                "hidden": 16}), tmp_path / "models/features/bars")
+    (tmp_path / "params").mkdir()
+    (tmp_path / "params" / "cgan-bars.yaml").write_text(yaml.safe_dump(GENERATOR))
+    settings = {
+        "data": "data/processed/bars", "k": [4], "seeds": 2, "ratios": [1],
+        "classifier": {"steps": 4, "batch_size": 8, "width": 4, "hidden": 8},
+        "generator": {"params": "params/cgan-bars.yaml", "n_samples": 24}, "workers": 1,
+    }
+    (tmp_path / "params" / "augment.yaml").write_text(yaml.safe_dump({"augment": settings}))
+    state = augment(
+        AugmentFlowParams(project_dir=str(tmp_path), arms=["synthetic"],
+                          overrides=["augment.seeds=3"]),
+        return_state=True,
+    )
+    assert state.is_completed(), state.message
+    table = (tmp_path / "reports/augment/bars/table.md").read_text()
+    assert "| synthetic-1x |" in table and "| classical |" not in table  # --arm went through
+    results = json.loads((tmp_path / "reports/augment/bars/results.json").read_text())
+    assert len(results["summary"]["k4"]["real"]["seeds"]) == 3  # the override went through
+    [artifact] = artifacts("augment-report")
+    assert "| synthetic-1x |" in artifact.data and "Against real only" in artifact.data
+    with pytest.raises(ValueError, match="no FILE: part"):
+        AugmentFlowParams(overrides=["params/augment.yaml:augment.k=[4]"])

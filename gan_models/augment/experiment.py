@@ -126,6 +126,7 @@ def _train_generator(params: AugmentParams, paths: Paths, k: int, tracking_uri: 
         )
         seconds = time.perf_counter() - t0
         (run_dir / "metrics.json").unlink(missing_ok=True)
+        (run_dir / "registered.json").unlink(missing_ok=True)
     metrics_file = run_dir / "metrics.json"
     if metrics_file.is_file():
         metrics = json.loads(metrics_file.read_text())
@@ -137,11 +138,17 @@ def _train_generator(params: AugmentParams, paths: Paths, k: int, tracking_uri: 
             features_dir=features_dir,
         )
     out = {"run_dir": str(run_dir), "train_seconds": seconds,
-           "fid": metrics["fid"]["value"], "fid_ci": metrics["fid"].get("ci"),
+           "fid": metrics["fid"]["value"], "fid_ci95": metrics["fid"].get("ci95"),
            "cas": (metrics.get("cas") or {}).get("accuracy")}
     if params.generator.register_model:
-        mv = register_run(run_dir, tracking_uri=tracking_uri)
-        out["registered"] = f"{mv.name} v{mv.version}"
+        record = run_dir / "registered.json"  # this generator's version, once registered
+        if seconds is None and record.is_file():
+            out["registered"] = json.loads(record.read_text())["version"]
+        else:
+            mv = register_run(run_dir, tracking_uri=tracking_uri)
+            out["registered"] = f"{mv.name} v{mv.version}"
+            with atomic_path(record) as tmp:
+                tmp.write_text(json.dumps({"version": out["registered"]}) + "\n")
     return out
 
 
@@ -220,7 +227,7 @@ def run_experiment(
     source = Path(params.data)
     test = labelled_split(source, "test")
     size = int(test.images.shape[-1])
-    test_x = to_model_range(np.asarray(test.images), None)  # (N, C, S, S) in [-1, 1]
+    test_x = to_model_range(np.array(test.images), None)  # (N, C, S, S) in [-1, 1]
     test_y = torch.from_numpy(np.asarray(test.labels))
     num_classes = int(test.meta.get("num_classes") or int(test_y.max()) + 1)
     arms = params.expanded_arms()
@@ -240,7 +247,7 @@ def run_experiment(
                 manifest = write_subset(source, paths.subset(k), k, params.subset_seed)
                 echo(f"k={k}: subset of {manifest['count']} images ({paths.subset(k)})")
                 sub = labelled_split(paths.subset(k), "train")
-                real = (to_model_range(np.asarray(sub.images), size),
+                real = (to_model_range(np.array(sub.images), size),
                         torch.from_numpy(np.asarray(sub.labels)))
                 if params.needs_generator():
                     generators[f"k{k}"] = g = _train_generator(params, paths, k, uri, echo)
