@@ -20,7 +20,7 @@ def bench_eval(
     extracting their features, without any metric. The reference split's statistics are
     computed once before timing (they are cached on disk in normal use).
     """
-    from gan_models.data.splits import dataset_name, load_split
+    from gan_models.data.splits import dataset_name, open_split
     from gan_models.metrics.config import EvaluateParams, FeaturesParams
     from gan_models.metrics.evaluate import evaluate_generator
     from gan_models.metrics.extractors import extractor_for
@@ -29,7 +29,8 @@ def bench_eval(
     gen = RunGenerator.from_run_dir(run_dir)
     root = gen.params.data.path
     size = gen.spec.image_size
-    train_split, test_split = load_split(root, "train", size), load_split(root, "test", size)
+    # read from disk a batch at a time, as the evaluation stage reads them
+    train_split, test_split = open_split(root, "train", size), open_split(root, "test", size)
     extractor = extractor_for(FeaturesParams(), dataset_name(gen.params), features_dir)
     kwargs = EvaluateParams(n_samples=n_samples, seed=seed).evaluate_kwargs()
     kwargs.update(cas=False)

@@ -200,15 +200,27 @@ def load_split(root: str | Path, split: str, image_size: int | None = None) -> I
     return ImageSet({"images": images}, ds.labels, ds.meta)
 
 
-def load_unpaired_split(root: str | Path, split: str, size: int | None) -> dict[str, np.ndarray]:
-    """Both domains of a processed unpaired split as float32 [-1, 1] (N, C, size, size)."""
+def _unpaired(root: str | Path, split: str, mmap: bool) -> ImageSet:
     path = Path(root) / split
     if not (path / "meta.json").is_file():
         raise DataError(
             f"{path}: no {split!r} split; evaluating a translation needs a processed unpaired "
             f"dataset with train/test splits (run `ganops data preprocess {Path(root).name}`)"
         )
-    ds = read_imageset(path)
+    ds = read_imageset(path, mmap=mmap)
     if ds.kind != "unpaired":
         raise DataError(f"{path}: expected an unpaired dataset (arrays a and b), got {ds.kind!r}")
+    return ds
+
+
+def load_unpaired_split(root: str | Path, split: str, size: int | None) -> dict[str, np.ndarray]:
+    """Both domains of a processed unpaired split as float32 [-1, 1] (N, C, size, size)."""
+    ds = _unpaired(root, split, mmap=False)
     return {k: to_model_range(ds.arrays[k], size).numpy() for k in ("a", "b")}
+
+
+def open_unpaired_split(root: str | Path, split: str, size: int | None) -> dict[str, ScaledImages]:
+    """Both domains of a processed unpaired split as :class:`ScaledImages` over their
+    memory-mapped files: :func:`load_unpaired_split`'s values, read a batch at a time."""
+    ds = _unpaired(root, split, mmap=True)
+    return {k: ScaledImages(ds.arrays[k], size) for k in ("a", "b")}

@@ -40,7 +40,12 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from gan_models.data.format import ImageSet
-from gan_models.data.splits import dataset_name, load_unpaired_split, to_model_range
+from gan_models.data.splits import (
+    dataset_name,
+    load_unpaired_split,
+    open_unpaired_split,
+    to_model_range,
+)
 from gan_models.errors import ConfigError, GanopsError
 from gan_models.families.base import (
     Batch,
@@ -400,7 +405,10 @@ def evaluation(
     the untranslated inputs' FID, and the cycle errors (:func:`translation_metrics`).
     """
     root, size = Path(params.data.path), spec.image_size
-    train_ab, test_ab = (load_unpaired_split(root, s, size) for s in ("train", "test"))
+    # The train splits only give reference statistics: read from disk a batch at a time. The
+    # held-out inputs are translated whole.
+    train_ab = open_unpaired_split(root, "train", size)
+    test_ab = load_unpaired_split(root, "test", size)
     name = dataset_name(params)
     refs = {
         k: reference_stats(

@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
-from gan_models.data.splits import load_split, to_model_range
+from gan_models.data.splits import load_split, open_split, to_model_range
 from gan_models.errors import ConfigError
 from gan_models.families.base import (
     Batch,
@@ -331,7 +331,9 @@ def evaluation(
     :func:`sample_inputs` makes of it); ``super_resolution`` adds PSNR and SSIM of the generator
     and of bicubic upsampling (:func:`super_resolution_metrics`).
     """
-    train, test = (load_split(params.data.path, s, spec.image_size) for s in ("train", "test"))
+    # The train split only gives reference statistics: read from disk a batch at a time.
+    train = open_split(params.data.path, "train", spec.image_size)
+    test = load_split(params.data.path, "test", spec.image_size)
     hr = torch.from_numpy(test.images)  # (N, C, H, W)
     lr = downsample(hr, params.model.scale)
     return EvaluationPlan(
