@@ -151,6 +151,15 @@ def test_the_presets_are_listed_and_point_at_their_data():
     assert load_params(preset_path("srgan", "photos", "small"), TrainParams).model.scale == 4
 
 
+def test_the_emoji_demo_trains_the_small_dcgan_preset_with_fid():
+    demo = load_params(PARAMS / "emoji/best.yaml", TrainParams)
+    preset = load_params(preset_path("dcgan", "twemoji", "small"), TrainParams)
+    assert demo.train.fid_every and demo.train.fid_samples
+    fid = {"fid_every": preset.train.fid_every, "fid_samples": preset.train.fid_samples}
+    assert demo.train.model_copy(update=fid) == preset.train
+    assert (demo.data, demo.model, demo.loss) == (preset.data, preset.model, preset.loss)
+
+
 # ---------------------------------------------------------------------------- training
 
 

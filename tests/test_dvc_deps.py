@@ -306,7 +306,7 @@ def command_code(tokens: list[str]) -> tuple[str, set[Path]]:
 
 
 # Pipelines beside the root one; their stages run from the repository root (wdir ../..).
-PIPELINES = ["dvc.yaml", "pipelines/augment/dvc.yaml"]
+PIPELINES = ["dvc.yaml", "pipelines/augment/dvc.yaml", "pipelines/emoji/dvc.yaml"]
 
 
 def stages() -> dict[str, dict]:
