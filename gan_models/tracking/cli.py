@@ -1,4 +1,5 @@
-"""``ganops register`` and ``ganops promote``: thin commands over :mod:`gan_models.tracking`."""
+"""``ganops register``, ``ganops promote`` and ``ganops mlflow-sync``: thin commands over
+:mod:`gan_models.tracking`."""
 
 from __future__ import annotations
 
@@ -32,7 +33,8 @@ def _mlflow_errors() -> Iterator[None]:
 
 
 def register_commands(app: typer.Typer) -> None:
-    """Add ``register`` and ``promote`` to ``app`` (gan_models.cli mounts them at the top level)."""
+    """Add ``register``, ``promote`` and ``mlflow-sync`` to ``app`` (gan_models.cli mounts them
+    at the top level)."""
 
     @app.command("register")
     def register_cmd(
@@ -113,3 +115,18 @@ def register_commands(app: typer.Typer) -> None:
         p = load_register_params(params, set_)
         decision = promote(model, version=version, force=force, params=p, tracking_uri=tracking_uri)
         typer.echo(str(decision))
+
+    @app.command("mlflow-sync")
+    def mlflow_sync_cmd(
+        run_dir: Annotated[Path, typer.Argument(help="a tracked run folder")],
+        tracking_uri: UriOpt = None,
+    ) -> None:
+        """Send to MLflow what a tracked run could not log (RUN_DIR/mlflow_pending.jsonl)."""
+        from gan_models.tracking.outbox import sync_pending
+
+        with _mlflow_errors():
+            n, what = sync_pending(run_dir, tracking_uri=tracking_uri)
+        if n == 0:
+            typer.echo(f"{run_dir}: nothing pending; the MLflow run has everything")
+        else:
+            typer.echo(f"sent {what} to the MLflow run of {run_dir}")

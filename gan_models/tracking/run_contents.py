@@ -39,14 +39,22 @@ def log_params(client: MlflowClient, run_id: str, params: TrainParams) -> None:
             client.set_tag(run_id, f"param_update.{k}", v[:MAX_TAG])
 
 
+def data_record(params: TrainParams) -> Path:
+    """The training data's record (its manifest.json or meta.json), logged under ``data/``."""
+    return dataset_root(params.data.path, params.data.split)[1]
+
+
+def run_files(run_dir: Path) -> list[Path]:
+    """The run folder's :data:`RUN_FILES` that exist, logged under ``run/``."""
+    return [run_dir / f for f in RUN_FILES if (run_dir / f).is_file()]
+
+
 def log_data_record(client: MlflowClient, run_id: str, params: TrainParams) -> None:
-    """Log the training data's record (its manifest.json or meta.json) under ``data/``."""
-    record = dataset_root(params.data.path, params.data.split)[1]
-    client.log_artifact(run_id, str(record), "data")
+    """Log the training data's record under ``data/``."""
+    client.log_artifact(run_id, str(data_record(params)), "data")
 
 
 def log_run_files(client: MlflowClient, run_id: str, run_dir: Path) -> None:
     """Log the run folder's :data:`RUN_FILES` that exist under ``run/``."""
-    for fname in RUN_FILES:
-        if (run_dir / fname).is_file():
-            client.log_artifact(run_id, str(run_dir / fname), "run")
+    for path in run_files(run_dir):
+        client.log_artifact(run_id, str(path), "run")

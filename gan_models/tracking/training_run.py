@@ -1,11 +1,15 @@
 """``tracked_train``: :func:`gan_models.training.train` inside an MLflow run.
 
 It writes ``RUN_DIR/mlflow_run.json`` so that the later stages (evaluation, registration) attach
-to the same run; where the run goes is :mod:`gan_models.tracking.store`'s choice.
+to the same run; where the run goes is :mod:`gan_models.tracking.store`'s choice. Everything
+logged once training has begun goes through the run's :class:`Outbox`: training never waits on
+the tracking server, and what the server did not take by the end is kept in the run folder for
+``ganops mlflow-sync``.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -18,7 +22,8 @@ from gan_models.config import load_params
 from gan_models.errors import GanopsError
 from gan_models.tracking.figures import read_stats, training_figures
 from gan_models.tracking.lineage import run_tags
-from gan_models.tracking.run_contents import log_data_record, log_params, log_run_files
+from gan_models.tracking.outbox import Outbox
+from gan_models.tracking.run_contents import data_record, log_params, run_files
 from gan_models.tracking.run_ref import RUN_REF_FILE, RunRef, read_run_ref, write_run_ref
 from gan_models.tracking.step_logger import MlflowLogger
 from gan_models.tracking.store import (
@@ -54,6 +59,47 @@ def _start(
     )
 
 
+def _leave_run(run_id: str) -> None:
+    """End the active fluent run here without asking the server.
+
+    ``mlflow.end_run`` sets the status on the server (minutes of retries when it is gone) and
+    joins the system-metrics thread, which may be stuck in those retries itself; MLflow would
+    also try again at exit. The status is pending with the rest (the sync sets it), and the
+    system metrics still buffered are dropped. Uses the fluent module's internals (MLflow 3.17);
+    should they change, this falls back to ``end_run``.
+    """
+    from mlflow.environment_variables import MLFLOW_RUN_ID
+    from mlflow.tracking import fluent
+
+    try:
+        stack = fluent._active_run_stack.get()
+        monitors = fluent.run_id_to_system_metrics_monitor
+    except AttributeError:
+        mlflow.end_run()
+        return
+    if stack and stack[-1].info.run_id == run_id:
+        MLFLOW_RUN_ID.unset()
+        stack.pop()
+    monitor = monitors.pop(run_id, None)
+    if monitor is not None:
+        event = getattr(monitor, "_shutdown_event", None)
+        if event is not None:
+            event.set()  # its thread is a daemon: it ends with its request or the process
+
+
+def _finish(run_id: str, status: str, outbox: Outbox | None, wait: float | None) -> None:
+    """Flush the outbox (a bounded wait) and end the run: on the server when everything got
+    there, else recorded as pending with what did not."""
+    pending = []
+    if outbox is not None:
+        end = {"kind": "end", "status": status, "end_time": int(time.time() * 1000)}
+        pending = outbox.close(wait, end=end)
+    if pending:
+        _leave_run(run_id)
+    else:
+        mlflow.end_run(status)
+
+
 def tracked_train(
     params: TrainParams | str | Path,
     run_dir: str | Path,
@@ -66,6 +112,7 @@ def tracked_train(
     overrides: Sequence[str] = (),
     run_name: str | None = None,
     log_system_metrics: bool = True,
+    flush_timeout: float | None = None,
 ) -> TrainResult:
     """:func:`gan_models.training.train` inside an MLflow run.
 
@@ -114,19 +161,27 @@ def tracked_train(
             experiment_id = ref.experiment_id
         else:
             experiment_id = ensure_experiment(experiment or DEFAULT_EXPERIMENT, uri, root)
-        with _start(ref, experiment_id, run_name or params.name, lineage, log_system_metrics) as r:
-            run_id = r.info.run_id
+        run = _start(ref, experiment_id, run_name or params.name, lineage, log_system_metrics)
+        run_id, outbox, status = run.info.run_id, None, "FAILED"
+        try:
             name = client.get_experiment(experiment_id).name
             write_run_ref(run_dir, RunRef(run_id, experiment_id, uri, name))
             log_params(client, run_id, params)
+            outbox = Outbox(client, run_id, run_dir, tracking_uri=uri)
             if config_file is not None:
-                client.log_artifact(run_id, str(config_file), "config")
-            log_data_record(client, run_id, params)
-            logger = MlflowLogger(client, run_id, run_dir)
+                outbox.put_artifact(config_file, "config")
+            outbox.put_artifact(data_record(params), "data")
+            logger = MlflowLogger(outbox, run_dir)
             result = train(params, run_dir, resume=resume, callbacks=(*callbacks, logger))
             logger.log_grid(result.steps)  # the final grid is written after the last callback
+            staging = outbox.staging_dir()
             for fname, fig in training_figures(read_stats(run_dir)).items():
-                mlflow.log_figure(fig, f"figures/{fname}")
-            log_run_files(client, run_id, run_dir)
-            client.set_tag(run_id, "ganops.steps", str(result.steps))
+                fig.savefig(staging / fname)
+                outbox.put_artifact(staging / fname, "figures")
+            for path in run_files(run_dir):
+                outbox.put_artifact(path, "run")
+            outbox.put_tag("ganops.steps", str(result.steps))
+            status = "FINISHED"
+        finally:
+            _finish(run_id, status, outbox, flush_timeout)
     return result
