@@ -19,7 +19,7 @@ from mlflow.tracking import MlflowClient
 from gan_models.augment.classical import affine_params, augment_batch
 from gan_models.augment.config import AugmentParams, ClassicalParams
 from gan_models.augment.experiment import _arm_data, run_experiment
-from gan_models.augment.report import summarise, t_interval, verdict
+from gan_models.augment.report import plot_csv, summarise, t_interval, table_markdown, verdict
 from gan_models.augment.subsets import check_disjoint, subset_indices, write_subset
 from gan_models.data.format import read_imageset, write_imageset
 from gan_models.errors import DataError
@@ -164,6 +164,11 @@ def test_intervals_and_verdicts_against_closed_forms():
     assert s["k10"]["x"]["diff"] == pytest.approx(0.1)
     assert s["k10"]["x"]["diff_low"] == pytest.approx(0.1)  # paired: the differences agree
     assert s["k10"]["x"]["verdict"] == "helps"
+    # read back from JSON (keys sorted as strings), rows and lines still run in increasing k
+    s = summarise({200: {"real": [0.9, 0.8]}, 10: {"real": [0.5, 0.6]}, 50: {"real": [0.7, 0.7]}})
+    s = json.loads(json.dumps(s, sort_keys=True))
+    assert [r.split(",")[0] for r in plot_csv(s, ["real"]).splitlines()[1:]] == ["10", "50", "200"]
+    assert "| k = 10 | k = 50 | k = 200 |" in table_markdown(s, ["real"], {"real": "real"})
 
 
 def ganops(*args: str, cwd: Path) -> subprocess.CompletedProcess:

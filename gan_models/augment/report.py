@@ -59,13 +59,18 @@ def summarise(results: dict[int, dict[str, list[float]]]) -> dict[str, Any]:
     return out
 
 
+def _ks(summary: dict[str, Any]) -> list[str]:
+    """The summary's keys ("k10", "k50", ...) in increasing k, whatever order they were read in."""
+    return sorted(summary, key=lambda k: int(k[1:]))
+
+
 def _pct(x: float) -> str:
     return f"{100 * x:.1f}"
 
 
 def table_markdown(summary: dict[str, Any], arms: list[str], descriptions: dict[str, str]) -> str:
     """Accuracy (%) [95% CI] per arm and k, then the paired difference from real-only."""
-    ks = list(summary)
+    ks = _ks(summary)
     head = "| arm | what it trains on | " + " | ".join(f"k = {k[1:]}" for k in ks) + " |"
     sep = "|---|---|" + "---|" * len(ks)
     lines = ["Test accuracy (%), mean over seeds [95% CI]:", "", head, sep]
@@ -101,8 +106,8 @@ def conclusion(summary: dict[str, Any], arms: list[str], n_seeds: int) -> str:
         if arm == BASELINE:
             continue
         by: dict[str, list[str]] = {"helps": [], "hurts": [], "no clear difference": []}
-        for k, row in summary.items():
-            e = row[arm]
+        for k in _ks(summary):
+            e = summary[k][arm]
             by[e["verdict"]].append(
                 f"k={k[1:]} {100 * e['diff']:+.1f} points [{100 * e['diff_low']:+.1f}, "
                 f"{100 * e['diff_high']:+.1f}]"
@@ -112,7 +117,8 @@ def conclusion(summary: dict[str, Any], arms: list[str], n_seeds: int) -> str:
     # The question users ask: does synthetic data beat the classical baseline?
     syn = [a for a in arms if "synthetic" in a and a.startswith("synthetic-") and a != "synthetic-only"]
     if "classical" in arms and syn:
-        for k, row in summary.items():
+        for k in _ks(summary):
+            row = summary[k]
             best = max(syn, key=lambda a: row[a]["accuracy"])
             d = row[best]["accuracy"] - row["classical"]["accuracy"]
             lines.append(
@@ -128,8 +134,8 @@ def plot_csv(summary: dict[str, Any], arms: list[str]) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["k", *arms])
-    for k, row in summary.items():
-        w.writerow([k[1:], *(f"{100 * row[a]['accuracy']:.2f}" for a in arms)])
+    for k in _ks(summary):
+        w.writerow([k[1:], *(f"{100 * summary[k][a]['accuracy']:.2f}" for a in arms)])
     return buf.getvalue()
 
 
@@ -140,8 +146,8 @@ def plot_figure(summary: dict[str, Any], arms: list[str], title: str):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    ks = [int(k[1:]) for k in summary]
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    ks = [int(k[1:]) for k in _ks(summary)]
+    fig, ax = plt.subplots(figsize=(8.5, 4.5))
     for i, arm in enumerate(arms):
         e = [summary[f"k{k}"][arm] for k in ks]
         y = np.array([x["accuracy"] for x in e]) * 100
@@ -156,6 +162,6 @@ def plot_figure(summary: dict[str, Any], arms: list[str], title: str):
     ax.set_ylabel("test accuracy (%)")
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))  # beside the lines
     fig.tight_layout()
     return fig
