@@ -335,7 +335,7 @@ class Outbox:
             except Exception as e:  # the server's down, or refused: keep them, try again later
                 with self._cond:
                     self._in_flight = []
-                    self.last_error = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
+                    self.last_error = _brief(e)
                     if not self._outage_reported:
                         self._outage_reported = True
                         _say(
@@ -422,6 +422,14 @@ class Outbox:
         return {**entry, "file": str(dest.relative_to(self.run_dir))}
 
 
+def _brief(e: Exception) -> str:
+    """An exception in one short line: its type, the start and the end of its first line."""
+    text = (str(e).splitlines() or [""])[0]
+    if len(text) > 160:
+        text = f"{text[:70]} ... {text[-80:]}"
+    return f"{type(e).__name__}: {text}"
+
+
 def _say(message: str) -> None:
     print(f"ganops: {message}", file=sys.stderr, flush=True)
 
@@ -461,7 +469,7 @@ def sync_pending(run_dir: str | Path, tracking_uri: str | None = None) -> tuple[
             _write_pending(run_dir, rest)
             raise GanopsError(
                 f"MLflow at {uri} refused entries of run {ref.run_id} "
-                f"({type(e).__name__}: {str(e).splitlines()[0][:200]}); still pending: "
+                f"({_brief(e)}); still pending: "
                 f"{describe(rest)} in {run_dir / PENDING_FILE}"
             ) from None
         rest = rest[len(batch) :]
