@@ -49,7 +49,7 @@ def _mount_subapps() -> None:
     from gan_models.tuning import cli as tuning_cli
 
     for register, target in (
-        (tracking_cli.register_commands, app),  # register, promote
+        (tracking_cli.register_commands, app),  # register, promote, mlflow-sync
         (services_cli.register_commands, app),  # up, down, status
         (explore_cli.register_commands, app),  # explore
         (tuning_cli.register_commands, app),  # tune
