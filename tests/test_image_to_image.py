@@ -321,6 +321,21 @@ def test_evaluate_cyclegan_per_direction(evaluation_data, tmp_path, monkeypatch)
     # the main table scores the same held-out a -> b translations against b's reference
     assert result["fid"]["value"] == pytest.approx(t["a_to_b"]["fid"], rel=1e-6)
     assert result["summary"]["cycle_l1_b_to_a"] == t["b_to_a"]["cycle_l1"]
+    # a set without codepoints has no true counterparts: today's metrics, nothing paired
+    assert set(result) == {
+        "artifacts", "cas", "density_coverage", "fid", "is", "kid", "lineage", "memorization",
+        "precision_recall", "run", "summary", "translation",
+    }  # fmt: skip
+    assert set(result["summary"]) == {
+        "coverage", "cycle_l1_a_to_b", "cycle_l1_b_to_a", "density", "fid", "fid_a_to_b",
+        "fid_at_floor_n", "fid_b_to_a", "fid_ci_high", "fid_ci_low", "fid_floor",
+        "fid_untrained", "is_mean", "is_std", "kid_mean", "kid_std",
+        "memorization_feature_median", "memorization_feature_ratio",
+        "memorization_pixel_median", "memorization_pixel_ratio", "precision", "recall",
+    }  # fmt: skip
+    from gan_models.metrics.report import format_metrics_table
+
+    assert "(paired)" not in format_metrics_table(result)
 
 
 def test_translation_metrics_closed_forms():

@@ -19,7 +19,9 @@ What is read, by stated rules:
   per channel; uint8 RGB (N, 3, 64, 64).
 - **Codepoints**: ``meta.json`` keeps each image's ``unified`` codepoint under ``codepoints``,
   keyed by array (``{"images": [...]}``; the pair: ``{"a": [...], "b": [...]}``), and its file in
-  the package under ``file_names`` (which preprocess carries into each split).
+  the package under ``file_names`` (which preprocess carries into each split). The pair also
+  records its ``pairing`` (:func:`pairing_record`); preprocess carries it and the pair's
+  codepoints into each split, where :mod:`gan_models.data.pairing` finds the counterparts.
 
 - **Duplicates**: an emoji whose composited drawing repeats an earlier one's, pixel for pixel,
   is left out (``origin["duplicates"]`` maps its codepoint to the kept one), so that no image
@@ -330,12 +332,27 @@ def load_pair(*, path: Path | None, cache_dir: Path) -> Loaded:
         meta={
             "licence": {"a": _licence(tw_vendor), "b": _licence(noto_vendor)},
             "codepoints": {"a": codepoints_a, "b": codepoints_b},
+            "pairing": pairing_record(path),
             "categories": {
                 "a": [CATEGORIES[k] for k in tw.labels[rows_a]],
                 "b": [CATEGORIES[k] for k in noto.labels[rows_b]],
             },
         },
     )
+
+
+def pairing_record(path: Path | None) -> dict[str, Any]:
+    """The pair's ``pairing`` in meta.json (:mod:`gan_models.data.pairing` reads it): images
+    keyed by ``codepoints``, drawn by ``twemoji`` (a) and ``noto`` (b), the packages from
+    ``path`` when fetch was given one (else the download cache / npm)."""
+    record: dict[str, Any] = {
+        "by": "codepoints",
+        "source": "emoji",
+        "drawn_by": {"a": "twemoji", "b": "noto"},
+    }
+    if path is not None:
+        record["path"] = str(Path(path).resolve())
+    return record
 
 
 def counterparts(

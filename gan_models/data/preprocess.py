@@ -194,6 +194,27 @@ def quantize(x: torch.Tensor) -> np.ndarray:
     return ((x + 1.0) * 127.5).round_().clamp_(0, 255).to(torch.uint8).numpy()
 
 
+def _stored(images: np.ndarray, rows: np.ndarray, params: PreprocessParams) -> np.ndarray:
+    """Raw images (B, C, H, W) -> uint8 (B, C', S, S), as the processed files hold them."""
+    with torch.no_grad():
+        x = _to_unit_range(images, rows)
+        return quantize(_to_size(_convert_channels(x, params.channels), params))
+
+
+def preprocess_images(images: np.ndarray, params: PreprocessParams) -> np.ndarray:
+    """Raw images (N, C, H, W) uint8 or float32 -> uint8 (N, C', S, S), byte for byte what
+    preprocess writes for them (``chunk_size`` at a time): for images that live outside the
+    dataset, such as the true counterparts of a pair (:mod:`gan_models.data.pairing`)."""
+    rows = np.arange(len(images))
+    step = params.chunk_size
+    return np.concatenate(
+        [
+            _stored(images[i : i + step], rows[i : i + step], params)
+            for i in range(0, len(rows), step)
+        ]
+    )
+
+
 def _out_shape(shape: tuple[int, ...], n: int, p: PreprocessParams) -> tuple[int, int, int, int]:
     c = shape[1] if p.channels == "keep" else int(p.channels)
     return (n, c, p.image_size, p.image_size)
@@ -214,9 +235,7 @@ def write_transformed(
     workers = params.workers or min(8, os.cpu_count() or 1)
 
     def one(idx: np.ndarray) -> np.ndarray:
-        with torch.no_grad():
-            x = _to_unit_range(take(src, idx), idx)
-            return quantize(_to_size(_convert_channels(x, params.channels), params))
+        return _stored(take(src, idx), idx, params)
 
     bar = tqdm(
         total=len(rows), desc=desc, unit="img", disable=not params.progress or None,
@@ -324,6 +343,22 @@ def preprocess_dataset(
     return manifest
 
 
+def _pairing_meta(raw: Any, rows: dict[str, np.ndarray]) -> dict[str, Any]:
+    """What a split of an unpaired set keeps of its images' identities: the raw meta's
+    ``codepoints`` of the split's rows, per domain in row order, and its ``pairing`` (how to
+    find each image's true counterpart, :mod:`gan_models.data.pairing`). Nothing for a set
+    without codepoints (one per image of each domain), whose splits stay as they were."""
+    cps = raw.meta.get("codepoints")
+    if not isinstance(cps, dict) or not all(
+        isinstance(cps.get(k), list) and len(cps[k]) == len(raw.arrays[k]) for k in rows
+    ):
+        return {}
+    out: dict[str, Any] = {"codepoints": {k: [cps[k][i] for i in r] for k, r in rows.items()}}
+    if isinstance(raw.meta.get("pairing"), dict):
+        out["pairing"] = raw.meta["pairing"]
+    return out
+
+
 def _preprocess_unpaired(
     raw: Any, raw_dir: Path, out_dir: Path, params: PreprocessParams
 ) -> dict[str, Any]:
@@ -364,6 +399,7 @@ def _preprocess_unpaired(
                 "name": f"{name}/{split}",
                 "source": raw.meta.get("source"),
                 "origin": {"stage": "preprocess", "raw": name, "split": split},
+                **_pairing_meta(raw, {k: parts[k][split] for k in ("a", "b")}),
             }
             meta.update(format_version=FORMAT_VERSION, kind="unpaired", arrays=shapes)
             finish_imageset(tmp / split, meta)

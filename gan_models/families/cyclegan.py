@@ -40,6 +40,7 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from gan_models.data.format import ImageSet
+from gan_models.data.pairing import split_counterparts
 from gan_models.data.splits import (
     dataset_name,
     load_unpaired_split,
@@ -60,6 +61,7 @@ from gan_models.families.base import (
 )
 from gan_models.losses import d_loss, g_loss
 from gan_models.metrics.image_to_image import translation_metrics
+from gan_models.metrics.paired_translation import paired_translation_metrics
 from gan_models.metrics.reference import reference_stats
 
 if TYPE_CHECKING:
@@ -402,7 +404,10 @@ def evaluation(
 
     The metrics table scores the test split's a -> b translations (each input once) against b's
     train and test splits; ``translation`` adds both directions' FID, each next to its floor and
-    the untranslated inputs' FID, and the cycle errors (:func:`translation_metrics`).
+    the untranslated inputs' FID, and the cycle errors (:func:`translation_metrics`). When the
+    split keeps what each image shows (:mod:`gan_models.data.pairing`), ``paired_translation``
+    scores each direction's translations against the true counterparts, next to the
+    untranslated inputs (:func:`paired_translation_metrics`).
     """
     root, size = Path(params.data.path), spec.image_size
     # The train splits only give reference statistics: read from disk a batch at a time. The
@@ -428,12 +433,29 @@ def evaluation(
         ref_a=refs["a"],
         ref_b=refs["b"],
     )
+    metrics = {"translation": translation}
+    # A set that keeps what each image shows (twemoji-noto's codepoints): each held-out input's
+    # true counterpart in the other domain, at the data's size and preprocessing.
+    counter = split_counterparts(root, "test")
+    if counter is not None:
+        pairs = {  # direction -> (inputs, their counterparts), (N, C, H, W) in [-1, 1] each
+            f"{k}_to_{other}": (
+                torch.from_numpy(test_ab[k]),
+                to_model_range(counter[k].images, size),
+            )
+            for k, other in (("a", "b"), ("b", "a"))
+        }
+        metrics["paired_translation"] = paired_translation_metrics(
+            nets,
+            pairs,
+            lineage={"a_to_b": counter["a"].lineage(), "b_to_a": counter["b"].lineage()},
+        )
     return EvaluationPlan(
         real_train=ImageSet({"images": train_ab["b"]}, None, {"name": f"{name}:b/train"}),
         real_test=ImageSet({"images": test_ab["b"]}, None, {"name": f"{name}:b/test"}),
         inputs=ImageSet({"a": test_ab["a"]}, None, {"kind": "unpaired"}),
         max_samples=len(test_ab["a"]),
-        metrics={"translation": translation},
+        metrics=metrics,
     )
 
 

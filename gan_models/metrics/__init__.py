@@ -21,6 +21,7 @@ from gan_models.metrics.inception_score import inception_score
 from gan_models.metrics.cas import classification_accuracy_score
 from gan_models.metrics.memorization import memorization
 from gan_models.metrics.image_to_image import super_resolution_metrics, translation_metrics
+from gan_models.metrics.paired_translation import paired_translation_metrics
 
 # isort: on
 from gan_models.metrics.registry import (
@@ -46,6 +47,7 @@ __all__ = [
     "inception_score",
     "kid_from_features",
     "memorization",
+    "paired_translation_metrics",
     "precision_recall",
     "register_metric",
     "registered_metrics",

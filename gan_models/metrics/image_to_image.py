@@ -36,14 +36,15 @@ Nets = dict[str, nn.Module]
 
 
 @torch.no_grad()
-def _batched(fn: Callable[[Tensor], Tensor], x: Tensor, batch_size: int) -> Tensor:
+def batched(fn: Callable[[Tensor], Tensor], x: Tensor, batch_size: int) -> Tensor:
     """``fn`` over ``x`` (N, ...) in chunks, outputs concatenated on CPU."""
     return torch.cat(
         [fn(x[i : i + batch_size]).float().cpu() for i in range(0, len(x), batch_size)]
     )
 
 
-def _device(nets: Nets) -> torch.device:
+def generator_device(nets: Nets) -> torch.device:
+    """Where the generator ``nets["G"]`` lives."""
     return next(nets["G"].parameters()).device
 
 
@@ -63,8 +64,8 @@ def super_resolution_metrics(
             f"super-resolution pairs: {tuple(lr.shape)} inputs, {tuple(hr.shape)} targets"
         )
     G = nets["G"].eval()
-    dev = _device(nets)
-    sr = _batched(lambda x: G(x.to(dev)).clamp(-1, 1), lr, batch_size)  # (N, C, H, W)
+    dev = generator_device(nets)
+    sr = batched(lambda x: G(x.to(dev)).clamp(-1, 1), lr, batch_size)  # (N, C, H, W)
     size = tuple(hr.shape[-2:])
     bicubic = F.interpolate(lr, size=size, mode="bicubic", align_corners=False).clamp(-1, 1)
     sigma = 1.5 if min(size) >= 11 else 0.5
@@ -104,10 +105,10 @@ def translation_metrics(
     and ``cycle_l1`` (mean |x - G_back(G_forth(x))|).
     """
     G = nets["G"].eval()
-    dev = _device(nets)
+    dev = generator_device(nets)
 
     def run(fn: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
-        return _batched(lambda t: fn(t.to(dev)).clamp(-1, 1), x, batch_size)
+        return batched(lambda t: fn(t.to(dev)).clamp(-1, 1), x, batch_size)
 
     out: dict[str, Any] = {}
     for name, x, fwd, back, ref_dst, real_dst in (
