@@ -68,8 +68,8 @@ dvc-remote: setup
 
 # The whole pipeline (dvc.yaml) on the embedded default: mnist5k, small DCGAN preset.
 # `make demo DATA=emoji`: the same stages on Twemoji at 64 px (pipelines/emoji/dvc.yaml, its
-# params in params/emoji/, the small DCGAN Twemoji preset, runs/emoji/train), sized for about
-# 11 min on 2 cores. DATA is read from the command line only, not from an environment variable.
+# params in params/emoji/, the small DCGAN Twemoji preset, runs/emoji/train), measured at
+# 14 min on 2 cores. DATA is read from the command line only, not from an environment variable.
 DEMO_DATA := $(if $(filter command line,$(origin DATA)),$(DATA),mnist5k)
 ifneq ($(filter demo,$(MAKECMDGOALS)),)
 ifeq ($(filter mnist5k emoji,$(DEMO_DATA)),)
