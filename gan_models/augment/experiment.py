@@ -32,7 +32,7 @@ from gan_models.augment.report import (
     summarise,
     table_markdown,
 )
-from gan_models.augment.subsets import labelled_split, write_subset
+from gan_models.augment.subsets import labelled_split, subset_indices, write_subset
 from gan_models.config import load_params
 from gan_models.data.splits import to_model_range
 from gan_models.errors import ConfigError
@@ -86,14 +86,11 @@ def check_inputs(params: AugmentParams) -> None:
     source = Path(params.data)
     train = labelled_split(source, "train")
     labelled_split(source, "test")
-    _, counts = np.unique(train.labels, return_counts=True)
-    if max(params.k) > counts.min():
-        from gan_models.augment.subsets import subset_indices
-
-        subset_indices(train.labels, max(params.k), params.subset_seed, f"train split of {source}")
+    # refuses a k larger than the smallest class, naming it
+    subset_indices(train.labels, max(params.k), params.subset_seed, f"train split of {source}")
     if params.needs_generator():
         tp = generator_params(params, Path(params.data))
-        n = min(params.k) * len(counts)
+        n = min(params.k) * len(np.unique(train.labels))
         if tp.train.batch_size > n:
             raise ConfigError(
                 f"augment.k: k={min(params.k)} gives {n} images, fewer than the generator's "
@@ -107,6 +104,7 @@ def _train_generator(params: AugmentParams, paths: Paths, k: int, tracking_uri: 
     """Train (or reuse), evaluate and register the conditional generator of subset k."""
     from gan_models.evaluation import evaluate_run
     from gan_models.metrics.config import EvaluateParams, FeaturesParams
+    from gan_models.metrics.extractors import FEATURES_ROOT
     from gan_models.tracking.registry import register_run
     from gan_models.tracking.training_run import tracked_train
     from gan_models.training.params import load_run_config
@@ -131,7 +129,7 @@ def _train_generator(params: AugmentParams, paths: Paths, k: int, tracking_uri: 
     if metrics_file.is_file():
         metrics = json.loads(metrics_file.read_text())
     else:
-        features_dir = params.features_dir or str(Path("models/features") / paths.name)
+        features_dir = params.features_dir or str(FEATURES_ROOT / paths.name)
         metrics = evaluate_run(
             run_dir, features=FeaturesParams(),
             evaluate=EvaluateParams(n_samples=params.generator.n_samples),
