@@ -93,9 +93,24 @@ def train_cmd(
         str | None,
         typer.Option(help="MLflow tracking URI (default $MLFLOW_TRACKING_URI or ./mlflow.db)"),
     ] = None,
+    nproc_per_node: Annotated[
+        int | None,
+        typer.Option(help="data-parallel: processes on this host (one per GPU; torchrun)"),
+    ] = None,
+    nnodes: Annotated[int, typer.Option(help="data-parallel: number of hosts")] = 1,
+    node_rank: Annotated[int, typer.Option(help="data-parallel: this host's index")] = 0,
+    master_addr: Annotated[
+        str | None, typer.Option(help="data-parallel: address of host 0 (--nnodes > 1)")
+    ] = None,
+    master_port: Annotated[int, typer.Option(help="data-parallel: port on host 0")] = 29500,
 ) -> None:
-    """Train a GAN family as a params file describes (tracked in MLflow unless --no-track)."""
+    """Train a GAN family as a params file describes (tracked in MLflow unless --no-track).
+
+    With --nproc-per-node N (and --nnodes/--node-rank/--master-addr for several hosts) it runs
+    N data-parallel ranks under torchrun: train.batch_size is the global batch.
+    """
     from gan_models.config import dump_yaml, load_params
+    from gan_models.training.distributed import env_world
     from gan_models.training.params import TrainParams
 
     p = load_params(params, TrainParams, set_)
@@ -107,7 +122,15 @@ def train_cmd(
             raise GanopsError("--resume needs --run-dir: the run folder to continue")
         run_dir = Path("runs") / f"{p.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     how = "auto" if auto_resume else resume
-    if track:
+    if nproc_per_node is not None or nnodes != 1:
+        from gan_models.training.launch import Launch, check_launch, run_ranks, worker_args
+
+        nproc = 1 if nproc_per_node is None else nproc_per_node
+        launch = Launch(nproc, nnodes, node_rank, master_addr, master_port)
+        check_launch(launch, p, run_dir, how)
+        args = worker_args(params, run_dir, set_ or [], how, track, tracking_uri)
+        raise typer.Exit(run_ranks(launch, args))
+    if track and env_world().is_main:  # in a data-parallel run, rank 0 alone tracks
         from gan_models.tracking import tracked_train
 
         result = tracked_train(p, run_dir, resume=how, tracking_uri=tracking_uri)
@@ -115,6 +138,8 @@ def train_cmd(
         from gan_models.training import train
 
         result = train(p, run_dir, resume=how)
+    if not env_world().is_main:
+        return
     losses = ", ".join(
         f"{k}={v:.4f}" for k, v in result.final_losses.items() if k.endswith("/loss")
     )

@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from gan_models.utils.batch_shard import draw
+
 
 def d_loss(kind: str, real: Tensor, fake: Tensor) -> Tensor:
     """Discriminator/critic loss from logits on real and fake batches, each (B,)."""
@@ -39,7 +41,9 @@ def g_loss(kind: str, fake: Tensor) -> Tensor:
 
 def gradient_penalty(critic: Callable[[Tensor], Tensor], real: Tensor, fake: Tensor) -> Tensor:
     """WGAN-GP (Gulrajani et al. 2017): E[(||grad critic(x_hat)||_2 - 1)^2] on interpolates."""
-    eps = torch.rand(real.shape[0], *([1] * (real.dim() - 1)), device=real.device)  # (B, 1, 1, 1)
+    ones = [1] * (real.dim() - 1)
+    # drawn for the global batch and sliced in a data-parallel run (gan_models.utils.batch_shard)
+    eps = draw(lambda m: torch.rand(m, *ones, device=real.device), real.shape[0])  # (B, 1, 1, 1)
     x_hat = (eps * real.float() + (1 - eps) * fake.float()).requires_grad_(True)
     with torch.autocast(real.device.type, enabled=False):
         out = critic(x_hat).float()

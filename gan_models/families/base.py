@@ -37,6 +37,7 @@ from torch import Tensor, nn
 
 from gan_models.config import SHARED_SECTIONS
 from gan_models.errors import ConfigError
+from gan_models.utils.batch_shard import draw
 
 if TYPE_CHECKING:
     from gan_models.data.format import ImageSet
@@ -70,17 +71,20 @@ class StepContext:
     params: TrainParams
     spec: DataSpec
     device: torch.device
-    batch_size: int
+    batch_size: int  # this rank's share of ``train.batch_size`` (all of it on one process)
 
     def latents(self, n: int, dim: int | None = None) -> Tensor:
-        """Standard normal latents (n, dim) drawn from the trainer's (checkpointed) RNG."""
-        return torch.randn(n, dim or self.params.model.latent_dim, device=self.device)
+        """Standard normal latents (n, dim) drawn from the trainer's (checkpointed) RNG; in a
+        data-parallel run, this rank's rows of the global batch's draw (``batch_shard``)."""
+        d = dim or self.params.model.latent_dim
+        return draw(lambda m: torch.randn(m, d, device=self.device), n)
 
     def labels(self, n: int) -> Tensor | None:
         """Uniform class labels (n,) for conditional families, else None."""
         if not self.spec.num_classes:
             return None
-        return torch.randint(0, self.spec.num_classes, (n,), device=self.device)
+        k = self.spec.num_classes
+        return draw(lambda m: torch.randint(0, k, (m,), device=self.device), n)
 
 
 LossFn = Callable[[Nets, Batch | None, StepContext], Losses]

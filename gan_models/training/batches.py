@@ -155,6 +155,9 @@ class BatchStream:
         prefetch: host batches assembled ahead by a background thread (0 = in this thread).
         memory_format: of the image tensors handed out (``torch.channels_last`` for the fast
             profile).
+        shard: (rank, world) of a data-parallel run: the order and the state stay those of the
+            global batch of ``batch_size``, and this rank is handed its contiguous slice of
+            ``batch_size // world`` rows of it (see ``gan_models.utils.batch_shard``).
     """
 
     def __init__(
@@ -168,6 +171,7 @@ class BatchStream:
         cache_bytes: int | None = None,
         prefetch: int = 2,
         memory_format: torch.memory_format = torch.contiguous_format,
+        shard: tuple[int, int] = (0, 1),
     ):
         self.kind = data.kind
         self.keys = KINDS[self.kind]
@@ -186,6 +190,8 @@ class BatchStream:
             else None
         )
         self.batch_size = batch_size
+        self.rank, self.world = shard
+        self.local_batch = batch_size // self.world
         self.seed = seed
         self.device = device
         self.prefetch = prefetch
@@ -232,6 +238,9 @@ class BatchStream:
         else:
             shared = order.indices("all")
             idx = dict.fromkeys(self.keys, shared)
+        if self.world > 1:  # every rank draws the global order and keeps its own rows
+            lo = self.rank * self.local_batch
+            idx = {k: v[lo : lo + self.local_batch] for k, v in idx.items()}  # (B / world,)
         host = {k: torch.from_numpy(take(self.sources[k], idx[k].numpy())) for k in self.keys}
         if self.labels is not None and self.kind != "unpaired":
             host["label"] = self.labels[idx[self.keys[0]]]

@@ -27,6 +27,8 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
+from gan_models.utils.batch_shard import current as current_shard
+
 # One op: (images (B, C, H, W), generator, per-image probability) -> images (B, C, H, W).
 Op = Callable[[Tensor, torch.Generator, float], Tensor]
 
@@ -148,7 +150,16 @@ class Augment:
         self.generator.manual_seed(int.from_bytes(digest[:8], "little") >> 1)
 
     def __call__(self, x: Tensor) -> Tensor:
-        return diff_augment(x, self.policy, self.generator, self.p)
+        shard = current_shard()
+        if shard.world == 1:
+            return diff_augment(x, self.policy, self.generator, self.p)
+        # Data-parallel: every op is per image with per-image draws, so this rank's rows placed
+        # at their offset in a global-size batch get exactly the draws one process gives them.
+        n = x.shape[0]
+        before = x.new_zeros((shard.rank * n, *x.shape[1:]))
+        after = x.new_zeros(((shard.world - shard.rank - 1) * n, *x.shape[1:]))
+        full = torch.cat([before, x, after])  # (n * world, C, H, W)
+        return shard.take(diff_augment(full, self.policy, self.generator, self.p), n)
 
 
 # A critic that sees its image input augmented: D(augment(x), *rest).

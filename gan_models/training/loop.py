@@ -44,6 +44,15 @@ from gan_models.training.checkpoint import (
 )
 from gan_models.training.device import autocast, deterministic_mode, select_device
 from gan_models.training.diffaugment import Augment, augment_critics
+from gan_models.training.distributed import (
+    Dist,
+    average_gradients,
+    check_parallel,
+    check_world,
+    global_batchnorm,
+    mean_over_ranks,
+    session,
+)
 from gan_models.training.ema import EMA
 from gan_models.training.generate import generate_from_latents, generate_images
 from gan_models.training.params import TrainParams, load_run_config
@@ -56,6 +65,7 @@ from gan_models.training.run_dir import (
     write_curves,
 )
 from gan_models.training.stop import StopRequest, TrainingInterrupted
+from gan_models.utils.batch_shard import batch_shard
 from gan_models.utils.determinism import lineage as determinism_lineage
 from gan_models.utils.images import interleave_pairs, save_grid_png
 from gan_models.utils.io import atomic_path, write_json_atomic, write_text_atomic
@@ -135,17 +145,70 @@ def train(
         data: an in-memory dataset instead of ``params.data.path`` (tests, benchmarks).
         callbacks: called after every step with a ``StepInfo``; an exception stops training
             (the last checkpoint stays, so the run can be resumed).
+
+    Started by a launcher on several ranks (``ganops train --nproc-per-node N``: RANK and
+    WORLD_SIZE in the environment), each rank trains its shard of every global batch and rank 0
+    alone writes ``run_dir`` and runs ``callbacks`` (see ``gan_models.training.distributed``).
     """
     if not isinstance(params, TrainParams):
         params = load_params(params, TrainParams, list(overrides))
-    run_dir = Path(run_dir)
+    with session(params.train.device) as dist:
+        check_parallel(params.model.family, params.train.batch_size, dist.world)
+        return _train_rank(params, Path(run_dir), resume, data, callbacks, dist)
+
+
+def _train_rank(
+    params: TrainParams,
+    run_dir: Path,
+    resume: bool | Literal["auto"],
+    data: ImageSet | None,
+    callbacks: Sequence[Callable[[StepInfo], None]],
+    dist: Dist,
+) -> TrainResult:
     family = get_family(params.model.family)
     t = params.train
-    device = select_device(t.device)
+    device = dist.device(select_device(t.device))
     # The fast profile gives up bit-exactness, so it also leaves the pinned, deterministic kernels.
     exact_cpu = device.type == "cpu" and t.profile == "exact"
     deterministic = t.deterministic if t.deterministic is not None else exact_cpu
 
+    # Rank 0 reads the run folder and decides; the others follow its decision (or its error).
+    found, refusal = None, None
+    if dist.is_main:
+        try:
+            found = _resume_point(run_dir, params, resume)
+        except GanopsError as e:
+            refusal = e
+    found, refusal = dist.broadcast((found, refusal))
+    if refusal is not None:
+        raise refusal
+
+    handler = None
+    if dist.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(run_dir / "log.txt")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+    try:
+        with (
+            deterministic_mode(deterministic, device),
+            resolve_profile(t.profile, t.amp, device).flags(),
+            StopRequest() as stop,  # Ctrl-C handling until the run's last file is written
+            batch_shard(dist.rank, dist.world),  # per-sample draws: global, then this shard
+        ):
+            resume_from = found if resume else None
+            return _train(params, family, run_dir, device, resume_from, data, callbacks, stop, dist)
+    finally:
+        if handler is not None:
+            log.removeHandler(handler)
+            handler.close()
+
+
+def _resume_point(
+    run_dir: Path, params: TrainParams, resume: bool | Literal["auto"]
+) -> tuple[int, Path] | None:
+    """The checkpoint to continue from, after clearing a run that ``"auto"`` starts over."""
     found = latest_checkpoint(run_dir)
     if resume == "auto" and found:
         reason = restart_reason(run_dir, params)
@@ -161,23 +224,7 @@ def train(
     if resume is True and (run_dir / "config.yaml").exists():
         saved = load_run_config(run_dir / "config.yaml")
         check_resume_config(saved, params, run_dir)
-
-    run_dir.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(run_dir / "log.txt")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-    log.addHandler(handler)
-    log.setLevel(logging.INFO)
-    try:
-        with (
-            deterministic_mode(deterministic, device),
-            resolve_profile(t.profile, t.amp, device).flags(),
-            StopRequest() as stop,  # Ctrl-C handling until the run's last file is written
-        ):
-            resume_from = found if resume else None
-            return _train(params, family, run_dir, device, resume_from, data, callbacks, stop)
-    finally:
-        log.removeHandler(handler)
-        handler.close()
+    return found
 
 
 def _train(
@@ -189,8 +236,10 @@ def _train(
     data: ImageSet | None,
     callbacks: Sequence[Callable[[StepInfo], None]],
     stop: StopRequest,
+    dist: Dist,
 ) -> TrainResult:
     t = params.train
+    main = dist.is_main  # the one rank that writes run_dir and runs the callbacks
     torch.manual_seed(t.seed)
     if data is None:
         data = load_training_set(params.data.path, params.data.split)
@@ -204,6 +253,7 @@ def _train(
         cache_bytes=None if params.data.cache_mb is None else int(params.data.cache_mb * 2**20),
         prefetch=params.data.prefetch,
         memory_format=profile.memory_format,
+        shard=(dist.rank, dist.world),
     )
     spec = stream.spec()
     if family.conditional and not spec.num_classes:
@@ -211,7 +261,9 @@ def _train(
     if family.check:
         family.check(params, spec)
 
-    if t.fid_every:
+    if not main:
+        callbacks = []  # tracking and evaluation are rank 0's
+    if t.fid_every and main:
         from gan_models.metrics.config import FeaturesParams
         from gan_models.training.fid import fid_callback
 
@@ -219,6 +271,8 @@ def _train(
             callbacks = [fid_callback(params, FeaturesParams(device=device.type)), *callbacks]
 
     nets = {k: m.to(device).train() for k, m in family.build(params, spec).items()}
+    if dist.parallel:  # before the optimizers: the swap keeps the same parameter tensors
+        nets = {k: global_batchnorm(m) for k, m in nets.items()}
     profile.prepare(nets)
     optims = {
         g: _make_optimizer(
@@ -240,14 +294,24 @@ def _train(
         log.info("DiffAugment %s (p=%g) on %s", ",".join(t.augment), t.augment_p, critics)
     scaler = torch.amp.GradScaler(device.type) if t.amp == "fp16" else None
 
-    write_text_atomic(run_dir / "config.yaml", dump_yaml(params))
-    write_json_atomic(run_dir / "spec.json", asdict(spec))
+    if main:
+        write_text_atomic(run_dir / "config.yaml", dump_yaml(params))
+        write_json_atomic(run_dir / "spec.json", asdict(spec))
     stats_path = run_dir / "stats.jsonl"
     start = 0
     saved_window = None
     if resume_from:
         start, path = resume_from
-        state = load_checkpoint(path, device)
+        state, refusal = None, None
+        if main:  # read once and sent: the other ranks may be on nodes without run_dir
+            try:
+                state = load_checkpoint(path, "cpu" if dist.parallel else device)
+                check_world(state.get("world_size", 1), dist.world, str(path))
+            except GanopsError as e:
+                state, refusal = None, e
+        state, refusal = dist.broadcast((state, refusal))
+        if refusal is not None:
+            raise refusal
         for k, m in nets.items():
             m.load_state_dict(state["nets"][k])
         for k, e in emas.items():
@@ -258,14 +322,24 @@ def _train(
             scaler.load_state_dict(state["scaler"])
         stream.load_state_dict(state["data"])
         set_rng_state(state["rng"])
+        if dist.parallel and device.type == "cuda" and "device_rng" in state:
+            torch.cuda.set_rng_state(state["device_rng"])  # rank 0's device's, same as ours
         saved_window = state.get("log_window")  # absent in checkpoints of older versions
-        truncate_stats(stats_path, start)
+        if main:
+            truncate_stats(stats_path, start)
         log.info("resumed from %s (step %d)", path.name, start)
-    else:
+    elif main:
         stats_path.unlink(missing_ok=True)
     log.info("training %s on %s for %d steps on %s", family.name, params.data.path, t.steps, device)
 
     def checkpoint(step: int) -> None:
+        if dist.parallel:
+            # Every rank's window becomes the ranks' mean, so the state rank 0 saves is every
+            # rank's, and a resumed run logs what an uninterrupted one logs (same operations).
+            for k, v in mean_over_ranks(acc, dist.world).items():
+                acc[k] = v.to(device)
+        if not main:
+            return
         state = {
             "step": step,
             "family": family.name,
@@ -278,7 +352,10 @@ def _train(
             "rng": rng_state(),
             # The losses summed since the last logged step: a resumed run logs the same means.
             "log_window": {"acc": dict(acc), "counts": dict(counts)},
+            "world_size": dist.world,
         }
+        if dist.parallel and device.type == "cuda":  # rank 0's own GPU's generator
+            state["device_rng"] = torch.cuda.get_rng_state(device)
         save_checkpoint(run_dir, step, state, t.keep_checkpoints)
 
     ema_nets = {**nets, **{k: e.shadow for k, e in emas.items()}}
@@ -299,7 +376,7 @@ def _train(
         save_grid_png(images, run_dir / "samples" / f"step_{step:08d}.png", nrow=8)
 
     groups = {n: names for n, names in family.optim_groups.items()}
-    bar = _progress(t.progress, start, t.steps, params.name or family.name)
+    bar = _progress(t.progress and main, start, t.steps, params.name or family.name)
     acc: dict[str, torch.Tensor] = {}
     counts: dict[str, int] = {}
     if saved_window:
@@ -311,7 +388,7 @@ def _train(
     stop.armed = True  # from here a first Ctrl-C ends training at a step boundary
     try:
         for step in range(start, t.steps):
-            ctx = StepContext(step, params, spec, device, t.batch_size)
+            ctx = StepContext(step, params, spec, device, t.batch_size // dist.world)
             if augment is not None:
                 augment.reseed(step)
             for phase in phases:
@@ -329,10 +406,15 @@ def _train(
                     loss = out["loss"]
                     if scaler is not None:
                         scaler.scale(loss).backward()
+                    else:
+                        loss.backward()
+                    if dist.parallel:  # the mean over ranks: the global batch's gradient
+                        weights = [p for g in opt.param_groups for p in g["params"]]
+                        average_gradients(weights, dist.world)
+                    if scaler is not None:
                         scaler.step(opt)
                         scaler.update()
                     else:
-                        loss.backward()
                         opt.step()
                     if phase.after is not None:
                         phase.after(nets)
@@ -349,6 +431,10 @@ def _train(
             if done % t.log_every == 0 or done == t.steps:
                 now = time.perf_counter()
                 rate = window_steps * t.batch_size / max(now - window_start, 1e-9)
+                if dist.parallel:  # each rank's means are over its shard: average them
+                    acc.update(
+                        {k: v.to(device) for k, v in mean_over_ranks(acc, dist.world).items()}
+                    )
                 losses = {k: (v / counts[k]).item() for k, v in acc.items()}
                 acc.clear()
                 counts.clear()
@@ -359,7 +445,7 @@ def _train(
                         f"try a lower train.lr or another loss.type (run: {run_dir})"
                     )
                 last_losses, last_rate = losses, rate
-            if t.sample_every and done % t.sample_every == 0 and done != t.steps:
+            if main and t.sample_every and done % t.sample_every == 0 and done != t.steps:
                 grid(done)
             info = StepInfo(
                 done, t.steps, losses, nets, ema_nets, run_dir, rate, family, params, spec
@@ -369,7 +455,7 @@ def _train(
                 for cb in callbacks:
                     cb(info)
                 window_start += time.perf_counter() - cb_began  # evaluation is not training time
-            if losses or info.metrics:
+            if main and (losses or info.metrics):
                 record = {"step": done, "time": round(time.perf_counter() - began, 3)}
                 if rate is not None:
                     record["images_per_s"] = rate
@@ -387,6 +473,8 @@ def _train(
             bar.update(1)
             if done % t.checkpoint_every == 0 or done == t.steps:
                 checkpoint(done)
+            if dist.parallel:  # a Ctrl-C seen by one rank stops all at the same step
+                stop.requested = dist.any(stop.requested)
             if stop.requested and done < t.steps:
                 # Every piece of state is at the end of step ``done``: checkpoint it there.
                 if done % t.checkpoint_every:
@@ -410,6 +498,11 @@ def _train(
 
     stop.finishing = True
     seconds = time.perf_counter() - began
+    result = TrainResult(
+        run_dir, t.steps, seconds, last_rate, last_losses, resume_from and resume_from[0]
+    )
+    if not main:
+        return result
     grid(t.steps)
     from safetensors.torch import save_file
 
@@ -423,9 +516,6 @@ def _train(
         # the bytes (and DVC's hash) of identical weights differ from one run to the next.
         meta = {"ganops": json.dumps({"family": family.name, "ema": bool(emas)}, sort_keys=True)}
         save_file(weights, str(tmp), metadata=meta)
-    result = TrainResult(
-        run_dir, t.steps, seconds, last_rate, last_losses, resume_from and resume_from[0]
-    )
     summary = {
         "status": "completed",
         "family": family.name,
