@@ -137,13 +137,19 @@ def dcgan_runs(tiny_data, tmp_path_factory):
         augment_p=0.5,
     )  # fmt: skip
     single = single_run(params, root / "single")
-    rc, out, err = train_ranks(params, root / "ranks")
+    # tracked (the default): rank 0 alone opens the MLflow run and logs to it
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    proc = ganops(
+        "train", str(params), "--run-dir", str(root / "ranks"), "--tracking-uri", uri,
+        "--nproc-per-node", "2",
+    )  # fmt: skip
+    rc, out, err = finish(proc)
     assert rc == 0, err
-    return params, single, root / "ranks", out
+    return params, single, root / "ranks", out, uri
 
 
 def test_two_ranks_equal_one_process_dcgan(dcgan_runs):
-    _, single, ranks, out = dcgan_runs
+    _, single, ranks, out, _ = dcgan_runs
     assert_close_runs(single, ranks)
     assert out.count("trained dcgan for 8 steps") == 1  # rank 0 alone reports
 
@@ -160,8 +166,16 @@ def test_two_ranks_equal_one_process(family, tiny_data, tmp_path):
 
 
 def test_rank0_alone_writes_the_run_folder(dcgan_runs):
-    _, single, ranks, _ = dcgan_runs
-    assert layout(ranks) == layout(single)
+    _, single, ranks, _, uri = dcgan_runs
+    assert layout(ranks) == sorted([*layout(single), "mlflow_run.json"])
+    from mlflow import MlflowClient
+
+    ref = json.loads((ranks / "mlflow_run.json").read_text())
+    client = MlflowClient(uri)
+    assert len(client.search_runs([ref["experiment_id"]])) == 1  # one run, not one per rank
+    assert client.get_run(ref["run_id"]).info.status == "FINISHED"
+    logged = [m.value for m in client.get_metric_history(ref["run_id"], "G/loss")]
+    assert logged == pytest.approx([s["G/loss"] for s in stats(ranks)], abs=1e-6)
     # a second writer would have doubled the appended files
     assert [s["step"] for s in stats(ranks)] == list(range(1, 9))
     assert (ranks / "log.txt").read_text().count("training dcgan") == 1
@@ -257,7 +271,7 @@ def error_line(args: list[str]) -> str:
 
 
 def test_bad_launches_exit_2_with_one_line(dcgan_runs, tiny_data, tmp_path):
-    params, single, ranks, _ = dcgan_runs
+    params, single, ranks, _, _ = dcgan_runs
     run = ["train", str(params), "--run-dir", str(tmp_path / "r"), "--no-track"]
     assert "--nproc-per-node" in error_line([*run, "--nproc-per-node", "0"])
     line = error_line([*run, "--nproc-per-node", "3"])
@@ -323,7 +337,7 @@ def free_port(addr: str) -> int:
 
 
 def test_two_nodes_across_a_namespace_equal_one_process(dcgan_runs, second_host, tmp_path):
-    params, single, _, _ = dcgan_runs
+    params, single, _, _, _ = dcgan_runs
     h = second_host
     port = str(free_port(h["master"]))
 
