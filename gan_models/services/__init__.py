@@ -16,6 +16,12 @@ after checking that each PID still belongs to the process that was started (PIDs
 ``up`` is idempotent: a recorded service that still runs is left alone. Logs go to
 ``.ganops/logs/``.
 
+``up --team`` (or ``--services FILE``) starts the team services of ``params/services.yaml``
+instead: PostgreSQL, an S3 endpoint, and the Prefect and MLflow servers on them, each behind
+credentials that live in the environment or an owner-only secrets file (:mod:`.team`, with
+``team_config`` the file's model, ``secrets``, ``postgres`` and ``s3``); ``ganops env`` prints
+what clients export. See docs/team.md.
+
 The modules, each importing only those before it: ``state`` (the record of started processes),
 ``processes`` (spawning the servers, checking that they answer), ``prefect_setup`` (work pool,
 deployments, worker), ``stack`` (up/down/status) and ``cli`` (the commands). The public names

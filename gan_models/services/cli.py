@@ -7,6 +7,12 @@ from typing import Annotated
 
 import typer
 
+ServicesOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--services", help="the services file of team mode (default: params/services.yaml)"
+    ),
+]
 RootOpt = Annotated[
     Path | None,
     typer.Option("--root", help="the ganops checkout (default: found upward from the cwd)"),
@@ -33,9 +39,22 @@ def register_commands(app: typer.Typer) -> None:
             typer.Option(help="concurrent flow runs of the worker (default: GPUs, or 1)"),
         ] = None,
         timeout: Annotated[float, typer.Option(help="seconds to wait for each service")] = 180,
+        team: Annotated[
+            bool,
+            typer.Option(
+                "--team", help="team mode: the services of params/services.yaml (docs/team.md)"
+            ),
+        ] = False,
+        services: ServicesOpt = None,
         root: RootOpt = None,
     ) -> None:
-        """Start the Prefect server, MLflow server, work pool, deployments and a local worker."""
+        """Start the Prefect server, MLflow server, work pool, deployments and a local worker.
+
+        With --team (or --services FILE): PostgreSQL, an S3 endpoint, and the Prefect and MLflow
+        servers on them, each behind credentials (see docs/team.md)."""
+        if team or services is not None:
+            _team_up(root, services, timeout)
+            return
         from gan_models.services import up
 
         result = up(
@@ -86,3 +105,45 @@ def register_commands(app: typer.Typer) -> None:
             if r.running:
                 state += ", answering" if r.answering else ", not answering"
             typer.echo(f"{r.name:8s} pid {r.pid:<7d} {state:22s} {r.url or '':24s} log {r.log}")
+
+    @app.command("env")
+    def env_cmd(services: ServicesOpt = None, root: RootOpt = None) -> None:
+        """Print the environment a user or worker exports to use the team services.
+
+        `eval "$(ganops env)"`; it holds credentials (from the secrets file), so keep it out of
+        logs and shared files."""
+        import shlex
+
+        from gan_models.services.secrets import load_secrets
+        from gan_models.services.team import client_env, required_secrets
+
+        cfg = _team_config(root, services)
+        required, _ = required_secrets(cfg)
+        for k, v in client_env(cfg, load_secrets(required=required)).items():
+            typer.echo(f"export {k}={shlex.quote(v)}")
+
+
+def _team_config(root: Path | None, services: Path | None):
+    from gan_models.errors import ConfigError
+    from gan_models.services.team_config import DEFAULT_FILE, load_services_config
+    from gan_models.utils.paths import project_root
+
+    path = services if services is not None else project_root(root) / DEFAULT_FILE
+    cfg = load_services_config(path)
+    if cfg.mode != "team":
+        raise ConfigError(f"{path}: mode: expected team for team services, got {cfg.mode!r} "
+                          "(plain `ganops up` starts the local ones)")  # fmt: skip
+    return cfg
+
+
+def _team_up(root: Path | None, services: Path | None, timeout: float) -> None:
+    from gan_models.services.team import team_up
+    from gan_models.utils.paths import project_root
+
+    cfg = _team_config(root, services)
+    found, _, sec = team_up(project_root(root), cfg, timeout=timeout, echo=typer.echo)
+    typer.echo(f"Prefect UI:  {cfg.prefect_url}  (user {cfg.prefect.username})")
+    typer.echo(f"MLflow UI:   {cfg.mlflow_url}  (user {cfg.mlflow.admin_username})")
+    typer.echo(f"S3:          {cfg.s3_endpoint}  bucket {cfg.s3.bucket}")
+    typer.echo(f"credentials: {sec.path} (owner-only)")
+    typer.echo('clients: eval "$(ganops env)"; stop with: ganops down')

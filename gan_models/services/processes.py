@@ -53,14 +53,22 @@ def prefect_api(url: str) -> str:
     return url.rstrip("/") + "/api"
 
 
-def spawn(cmd: list[str], env: dict[str, str], cwd: Path, log: Path) -> subprocess.Popen:
-    """Start ``cmd`` in the background, its output appended to ``log``."""
+def spawn(
+    cmd: list[str], env: dict[str, str], cwd: Path, log: Path, user: str | None = None
+) -> subprocess.Popen:
+    """Start ``cmd`` in the background (as ``user``, if given), its output appended to ``log``."""
     log.parent.mkdir(parents=True, exist_ok=True)
+    ids = {}
+    if user:
+        import pwd
+
+        # its own group too, with no supplementary groups (root's would stay otherwise)
+        ids = {"user": user, "group": pwd.getpwnam(user).pw_gid, "extra_groups": []}
     with open(log, "ab") as f:
         # Its own session: it outlives `ganops up`, and `down` stops its whole process group.
         return subprocess.Popen(
             cmd, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=f, stderr=subprocess.STDOUT,
-            start_new_session=True,
+            start_new_session=True, **ids,
         )  # fmt: skip
 
 

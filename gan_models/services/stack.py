@@ -31,6 +31,7 @@ from gan_models.services.processes import (
     HOST,
     MLFLOW_PORT,
     PREFECT_PORT,
+    _port_taken,
     get_ok,
     prefect_api,
     start_mlflow,
@@ -39,8 +40,9 @@ from gan_models.services.processes import (
 from gan_models.services.state import Service, load_state, save_state
 from gan_models.utils.paths import project_root
 
-# Stopped in this order: the worker first, so that it takes no new flow run meanwhile.
-ORDER = ("worker", "prefect", "mlflow")
+# Stopped in this order: the worker first, so that it takes no new flow run meanwhile; the
+# stores of team mode (:mod:`.team`) last, once nothing uses them.
+ORDER = ("worker", "prefect", "mlflow", "s3", "postgres")
 
 
 @dataclass
@@ -161,7 +163,12 @@ def down(root: str | Path | None = None, echo: Callable[[str], None] = print) ->
         if svc.process() is None:
             echo(f"{name}: not running (pid {svc.pid} is gone or is another process now)")
         else:
-            stop_process(svc.pid)
+            if name == "postgres":
+                from gan_models.services.postgres import stop_server
+
+                stop_server(svc.pid)
+            else:
+                stop_process(svc.pid)
             stopped.append(name)
             echo(f"{name}: stopped (pid {svc.pid})")
         del services[name]
@@ -182,6 +189,10 @@ def status(root: str | Path | None = None) -> list[ServiceStatus]:
             answering = get_ok(f"{api}/health")
         elif running and name == "mlflow":
             answering = get_ok(f"{svc.url}/health")
+        elif running and name in ("postgres", "s3") and svc.port:
+            # they answer only with credentials; an open port is what can be checked without
+            host = (svc.url or "").split("//")[-1].rsplit(":", 1)[0] or HOST
+            answering = _port_taken(host, svc.port)
         elif running and name == "worker" and api:
             with contextlib.suppress(IndexError, ValueError):
                 cmd = svc.cmdline
