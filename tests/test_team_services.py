@@ -406,6 +406,66 @@ def test_dvc_push_here_and_pull_on_the_second_host(team, second_host, tmp_path):
 
 @ROOT_ONLY
 @pytest.mark.slow
+def test_up_connects_to_an_existing_postgres_and_s3_with_secrets_from_the_environment(team):
+    """A second project whose services file names the running PostgreSQL and S3 endpoint
+    (start: false) and whose credentials all come from the environment: it starts only its
+    Prefect and MLflow servers on them, and writes none of those credentials to its file."""
+    base = Path(tempfile.mkdtemp(prefix="ganops-team-b-"))
+    root = base / "proj"
+    root.mkdir()
+    (root / "pyproject.toml").write_text("")
+    ports = {k: free_port(team.bind) for k in ("prefect", "mlflow")}
+    spec = {
+        "mode": "team",
+        "bind": team.bind,
+        # the superuser may connect from this host only, so an existing server on this host is
+        # named by its loopback address
+        "postgres": {"start": False, "host": "127.0.0.1", "port": team.ports["postgres"]},
+        "s3": {
+            "start": False,
+            "endpoint_url": f"http://{team.bind}:{team.ports['s3']}",
+            "bucket": "ganops-b",
+        },  # fmt: skip
+        "prefect": {"port": ports["prefect"]},
+        "mlflow": {"port": ports["mlflow"]},
+    }
+    services = root / "services.yaml"
+    services.write_text(yaml.safe_dump(spec))
+    given = team.secret_values()
+    own_file = base / "secrets" / "secrets.env"
+    env = clean_env(GANOPS_SECRETS_FILE=str(own_file), **given)
+
+    def ganops(*args: str) -> subprocess.CompletedProcess:
+        return sh(str(GANOPS), *args, "--root", str(root), env=env, cwd=root, check=False)
+
+    try:
+        up = ganops("up", "--services", str(services), "--timeout", "180")
+        assert up.returncode == 0, up.stdout + up.stderr
+        assert "created bucket ganops-b" in up.stdout
+        assert "postgres: starting" not in up.stdout and "rclone" not in up.stdout
+        assert sorted(load_state(root)) == ["mlflow", "prefect"]
+        prefect = f"http://{team.bind}:{ports['prefect']}/api/admin/version"
+        assert http_status(prefect) == 401
+        assert http_status(prefect, ("ganops", given["GANOPS_PREFECT_PASSWORD"])) == 200
+        mlflow = f"http://{team.bind}:{ports['mlflow']}/api/2.0/mlflow/experiments/search"
+        assert http_status(mlflow + "?max_results=1") == 401
+        admin = ("admin", given["GANOPS_MLFLOW_ADMIN_PASSWORD"])
+        assert http_status(mlflow + "?max_results=1", admin) == 200
+        # the environment's values won: none of them was written to this project's file
+        written = own_file.read_text()
+        assert not [k for k, v in given.items() if v in written]
+        down = ganops("down")
+        assert "prefect: stopped" in down.stdout and "mlflow: stopped" in down.stdout
+        assert "postgres" not in down.stdout  # not started here, so not stopped here
+        rows = team.ganops("status").stdout.splitlines()
+        assert all("running, answering" in r for r in rows) and len(rows) == 4
+    finally:
+        ganops("down")
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@ROOT_ONLY
+@pytest.mark.slow
 def test_down_stops_every_service(team):
     pids = {name: svc.pid for name, svc in load_state(team.root).items()}
     assert set(pids) == {"postgres", "s3", "prefect", "mlflow"}
@@ -450,3 +510,39 @@ def test_env_needs_a_team_services_file(tmp_path):
     out = sh(str(GANOPS), "env", "--services", str(path), "--root", str(tmp_path), check=False,
              env=clean_env())  # fmt: skip
     assert out.returncode == 2 and "mode: expected team" in out.stderr
+
+
+def test_existing_s3_endpoint_needs_the_teams_keys(tmp_path):
+    path = tmp_path / "services.yaml"
+    path.write_text("mode: team\ns3:\n  start: false\n  endpoint_url: http://127.0.0.1:9\n")
+    (tmp_path / "pyproject.toml").write_text("")
+    secrets = tmp_path / "home" / "secrets.env"
+    out = sh(str(GANOPS), "up", "--services", str(path), "--root", str(tmp_path), check=False,
+             env=clean_env(GANOPS_SECRETS_FILE=str(secrets)))  # fmt: skip
+    assert out.returncode == 2
+    assert out.stderr.strip() == (
+        f"error: {secrets}: missing AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY; set them in the "
+        "environment or in this file"
+    )
+    assert not secrets.exists()  # keys for someone else's endpoint are never made up
+
+
+def test_secrets_file_created_owner_only_and_refused_when_others_can_read_it(tmp_path, monkeypatch):
+    from gan_models.errors import GanopsError
+    from gan_models.services.secrets import load_secrets
+
+    path = tmp_path / "cfg" / "ganops" / "secrets.env"
+    monkeypatch.setenv("GANOPS_SECRETS_FILE", str(path))
+    for name in SECRET_NAMES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "FROM-THE-ENVIRONMENT-1")
+    first = load_secrets(create=True)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    assert first["AWS_ACCESS_KEY_ID"] == "FROM-THE-ENVIRONMENT-1"
+    assert "FROM-THE-ENVIRONMENT-1" not in path.read_text()  # the environment's stays there
+    again = load_secrets(create=True)
+    assert again.values == first.values  # generated once, then read back
+    path.chmod(0o644)
+    with pytest.raises(GanopsError, match="readable by others"):
+        load_secrets()
