@@ -10,7 +10,8 @@ local mode, so ``ganops down`` stops them all and ``ganops status`` shows them):
    (``PREFECT_SERVER_API_AUTH_STRING``; clients send ``PREFECT_API_AUTH_STRING``);
 4. the MLflow server on its database, artifacts proxied to ``s3://BUCKET/mlflow`` (the S3 keys
    are the server's only), with MLflow's built-in authentication (``--app-name basic-auth``,
-   its users in their own database, the admin's password from the secrets);
+   its users in their own database, the admin's password from the secrets), started side by
+   side with Prefect;
 5. the DVC remote ``s3://BUCKET/PREFIX`` with the endpoint in the project's DVC config, and in
    its local (uncommitted) config the path of a credentials file beside the secrets file.
 
@@ -28,6 +29,7 @@ import sys
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from gan_models.errors import GanopsError
@@ -258,12 +260,24 @@ def team_up(
     if s3mod.ensure_bucket(cfg.s3_endpoint, key_id, secret, cfg.s3.bucket, cfg.s3.region):
         echo(f"s3: created bucket {cfg.s3.bucket}")
 
-    for name, start in (("prefect", start_prefect), ("mlflow", start_mlflow)):
-        if name in services:
-            echo(f"{name}: already running (pid {services[name].pid})")
-        else:
-            echo(f"{name}: starting on {cfg.bind}:{getattr(cfg, name).port} ...")
-            add(start(root, cfg, sec, timeout))
+    # Prefect and MLflow need only the stores, not each other: started side by side, each is
+    # recorded once it answers; the first failure is raised after both are settled.
+    pending = {}
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        for name, start in (("prefect", start_prefect), ("mlflow", start_mlflow)):
+            if name in services:
+                echo(f"{name}: already running (pid {services[name].pid})")
+            else:
+                echo(f"{name}: starting on {cfg.bind}:{getattr(cfg, name).port} ...")
+                pending[name] = pool.submit(start, root, cfg, sec, timeout)
+    errors = []
+    for future in pending.values():
+        try:
+            add(future.result())
+        except GanopsError as e:
+            errors.append(e)
+    if errors:
+        raise errors[0]
     creds = configure_dvc(root, cfg, sec)
     if creds:
         echo(f"dvc: remote {cfg.dvc.remote!r} = s3://{cfg.s3.bucket}/{cfg.dvc.prefix} "
