@@ -14,7 +14,9 @@ Each repeat starts, in a fresh temporary project with its own secrets file and f
 - then, as the reference, the local servers of plain ``ganops up``: ``prefect_sqlite`` and
   ``mlflow_sqlite``;
 
-each phase alone (the other's servers stopped), their order alternating between repeats, and
+each phase alone (the other's servers stopped), their order alternating between repeats;
+then ``up_team``: ``team_up`` end to end on another new project (what ``ganops up --team``
+waits for: initdb, roles, rclone, bucket, then Prefect and MLflow side by side), alone too; and
 reports the median of each step and the ratios team/local for Prefect and MLflow. Needs
 root (PostgreSQL runs as the postgres user). Run from the repository root::
 
@@ -33,7 +35,7 @@ import time
 from pathlib import Path
 
 STEPS = ("postgres_initdb", "postgres_start", "postgres_roles", "rclone_s3", "prefect_pg",
-         "mlflow_pg_auth", "prefect_sqlite", "mlflow_sqlite")  # fmt: skip
+         "mlflow_pg_auth", "prefect_sqlite", "mlflow_sqlite", "up_team")  # fmt: skip
 
 
 def one_run(local_first: bool) -> dict[str, float]:
@@ -105,6 +107,32 @@ def one_run(local_first: bool) -> dict[str, float]:
         timed("mlflow_pg_auth", lambda: team.start_mlflow(root, cfg, sec, 240))
         stop_all()
 
+    def up_phase():
+        # what a user waits for: team_up end to end on a new project (initdb included), with
+        # Prefect and MLflow started side by side
+        up_root = base / "up"
+        up_root.mkdir()
+        fresh = {"port": free_port()}
+        up_cfg = cfg.model_copy(
+            update={
+                "postgres": cfg.postgres.model_copy(
+                    update={"data_dir": str(base / "pg-up"), **fresh}
+                ),
+                "s3": cfg.s3.model_copy(update={"directory": str(base / "s3-up"),
+                                                "port": free_port()}),
+                "prefect": cfg.prefect.model_copy(update={"port": free_port()}),
+                "mlflow": cfg.mlflow.model_copy(update={"port": free_port()}),
+            }
+        )  # fmt: skip
+        t = time.perf_counter()
+        try:
+            team.team_up(up_root, up_cfg, timeout=240, echo=lambda _: None)
+            times["up_team"] = time.perf_counter() - t
+        finally:
+            from gan_models.services import down
+
+            down(up_root, echo=lambda _: None)
+
     def local_phase():
         # as plain `ganops up` starts them: Prefect, then MLflow beside it
         timed("prefect_sqlite",
@@ -114,7 +142,8 @@ def one_run(local_first: bool) -> dict[str, float]:
         stop_all()
 
     try:
-        for phase in (local_phase, team_phase) if local_first else (team_phase, local_phase):
+        phases = (local_phase, team_phase) if local_first else (team_phase, local_phase)
+        for phase in (*phases, up_phase):
             phase()
     finally:
         stop_all()
@@ -132,7 +161,10 @@ def main() -> None:
     runs = []
     for i in range(args.repeats):
         runs.append(one_run(local_first=i % 2 == 0))
-        print(f"repeat {i + 1}: " + ", ".join(f"{k} {v:.1f} s" for k, v in runs[-1].items()))
+        print(
+            f"repeat {i + 1}: " + ", ".join(f"{k} {v:.1f} s" for k, v in runs[-1].items()),
+            flush=True,
+        )
     med = {k: statistics.median(r[k] for r in runs) for k in STEPS}
     print("\nmedian of", args.repeats, "repeats (s):")
     for k in STEPS:
@@ -143,7 +175,8 @@ def main() -> None:
     print(f"  mlflow: PostgreSQL + S3 + auth / sqlite = "
           f"{med['mlflow_pg_auth'] / med['mlflow_sqlite']:.2f}")  # fmt: skip
     total = sum(med[k] for k in STEPS[:6])
-    print(f"  team stack, all six steps: {total:.1f} s")
+    print(f"  team stack, the six steps one after another: {total:.1f} s")
+    print(f"  team_up end to end (Prefect and MLflow side by side): {med['up_team']:.1f} s")
     if args.json:
         args.json.write_text(json.dumps({"runs": runs, "median": med}, indent=2) + "\n")
 

@@ -285,6 +285,10 @@ def test_each_service_refuses_requests_without_credentials(team):
     assert "no pg_hba.conf entry" in seen["postgres_superuser"]
     # a service's role reaches its own database only
     assert "no pg_hba.conf entry" in seen["postgres_other_db"]
+    # and no line of pg_hba.conf trusts anyone, loopback included
+    hba = (team.root.parent / "pgdata" / "pg_hba.conf").read_text().splitlines()
+    rules = [line.split() for line in hba if line.strip() and not line.startswith("#")]
+    assert len(rules) == 11 and all(r[-1] == "scram-sha-256" for r in rules), rules
 
 
 @ROOT_ONLY
