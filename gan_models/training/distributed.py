@@ -24,6 +24,7 @@ decision, the checkpoint) by broadcast, so nodes need no shared file system.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 from collections.abc import Iterable, Iterator
@@ -116,23 +117,26 @@ def _collective_device() -> torch.device:
 def session(device_name: str) -> Iterator[Dist]:
     """Join the process group a launcher describes in the environment for the block.
 
-    Outside a launcher (or with one rank) this is a no-op yielding a world of one. A group
-    already initialised by the caller is used as it is and left open.
+    Outside a launcher (or with one rank) this is a no-op yielding a world of one. The group is
+    joined once per process and left open for the next ``train()`` in it (a second
+    ``init_process_group`` on the launcher's store after a destroy waits forever); it is
+    destroyed when the process exits.
     """
     here = env_world()
     if not here.parallel:
         yield Dist()
         return
+    if not dist.is_initialized():
+        cuda = device_name in ("cuda", "auto") and torch.cuda.is_available()
+        if cuda:
+            torch.cuda.set_device(here.local_rank)
+        dist.init_process_group("nccl" if cuda else "gloo", timeout=_timeout())
+        atexit.register(_leave)
+    yield here
+
+
+def _leave() -> None:
     if dist.is_initialized():
-        yield here
-        return
-    cuda = device_name in ("cuda", "auto") and torch.cuda.is_available()
-    if cuda:
-        torch.cuda.set_device(here.local_rank)
-    dist.init_process_group("nccl" if cuda else "gloo", timeout=_timeout())
-    try:
-        yield here
-    finally:
         dist.destroy_process_group()
 
 
