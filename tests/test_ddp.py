@@ -30,6 +30,9 @@ from gan_models.data.format import write_imageset
 from gan_models.families import FAMILIES
 from gan_models.training import train
 
+# Every test starts torchrun and its ranks (about 10 to 30 s each on 2 shared cores).
+pytestmark = pytest.mark.slow
+
 # What "the same to float tolerance" means here: 2 ranks sum the batch in two halves and batch
 # norm's statistics in another order, so values differ in the last bits (about 1e-7 seen);
 # these bounds leave room for that over a few dozen steps, far below a real difference.
