@@ -50,7 +50,7 @@ def _mount_subapps() -> None:
 
     for register, target in (
         (tracking_cli.register_commands, app),  # register, promote, mlflow-sync
-        (services_cli.register_commands, app),  # up, down, status, env
+        (services_cli.register_commands, app),  # up, down, status, env, worker
         (explore_cli.register_commands, app),  # explore
         (tuning_cli.register_commands, app),  # tune
         (augment_cli.register_commands, app),  # augment

@@ -122,6 +122,59 @@ def register_commands(app: typer.Typer) -> None:
         for k, v in client_env(cfg, load_secrets(required=required)).items():
             typer.echo(f"export {k}={shlex.quote(v)}")
 
+    @app.command("worker")
+    def worker_cmd(
+        server: Annotated[
+            str | None,
+            typer.Option(
+                "--server", help="the Prefect server, http://HOST:PORT (default: $PREFECT_API_URL)"
+            ),
+        ] = None,
+        slots: Annotated[
+            int | None,
+            typer.Option(help="flow runs at once (default: one per GPU, 1 without GPUs)"),
+        ] = None,
+        pull: Annotated[
+            list[str] | None,
+            typer.Option("--pull", help="dvc pull this target first (repeatable)"),
+        ] = None,
+        pool: Annotated[str, typer.Option(help="the work pool to serve")] = "gpu",
+        services: ServicesOpt = None,
+        root: RootOpt = None,
+    ) -> None:
+        """Make this host a worker of the team's work pool (docs/team.md, "A GPU host joins").
+
+        Reads the team's client environment (the environment, e.g. the output of `ganops env`
+        on the services host, else the secrets file), checks that the Prefect API accepts it,
+        pulls the DVC targets given, then runs a Prefect worker with one slot per GPU."""
+        import os
+        import sys
+
+        from gan_models.errors import ConfigError
+        from gan_models.services import worker as W
+        from gan_models.utils.paths import project_root
+
+        where = project_root(root)
+        env = W.client_environment(where, services)
+        if server is not None:
+            env["PREFECT_API_URL"] = W.api_url(server)
+        missing = [k for k in W.REQUIRED if not env.get(k)]
+        if missing:
+            raise ConfigError(f"{', '.join(missing)}: not set; export what `ganops env` prints "
+                              "on the services host (or pass --server)")  # fmt: skip
+        n = W.slots_for(slots, gpus := W.gpu_count())
+        W.check_access(env, pool)
+        if pull:
+            typer.echo(f"dvc pull {' '.join(pull)} ...")
+            W.dvc_pull(where, pull, env)
+        cmd, name = W.worker_command(where, pool, n)
+        gpus_text = f"{gpus} GPU(s)" if gpus else "no GPU"
+        typer.echo(f"worker {name}: pool {pool!r} at {env['PREFECT_API_URL']}, {n} slot(s) "
+                   f"({gpus_text})")  # fmt: skip
+        sys.stdout.flush()
+        # Replaced by the worker itself: signals (Ctrl-C, a service manager's stop) reach it.
+        os.execve(cmd[0], cmd, W.worker_process_env(where, env, gpus))
+
 
 def _team_config(root: Path | None, services: Path | None):
     from gan_models.errors import ConfigError

@@ -25,20 +25,25 @@ from gan_models.services.state import STATE_DIR, Service, record
 POOL = "gpu"
 
 
-def _client(api_url: str):
+def _client(api_url: str, auth_string: str | None = None):
     from prefect.client.orchestration import SyncPrefectClient
 
-    return SyncPrefectClient(api_url)
+    # A team server (PREFECT_SERVER_API_AUTH_STRING) refuses requests without it.
+    return SyncPrefectClient(api_url, auth_string=auth_string)
 
 
-def ensure_work_pool(api_url: str, pool: str) -> bool:
+def _auth_env(auth_string: str | None) -> dict[str, str]:
+    return {"PREFECT_API_AUTH_STRING": auth_string} if auth_string else {}
+
+
+def ensure_work_pool(api_url: str, pool: str, auth_string: str | None = None) -> bool:
     """Create the process work pool ``pool`` if missing; True if it was created."""
     from prefect.client.schemas.actions import WorkPoolCreate
     from prefect.exceptions import ObjectAlreadyExists
     from prefect.workers.process import ProcessWorker
 
     template = ProcessWorker.get_default_base_job_template()
-    with _client(api_url) as client:
+    with _client(api_url, auth_string) as client:
         try:
             client.create_work_pool(
                 WorkPoolCreate(name=pool, type="process", base_job_template=template)
@@ -91,7 +96,13 @@ def read_deployments(root: Path) -> tuple[dict[str, Any], list[Deployment]]:
     return data, out
 
 
-def deploy(root: Path, api_url: str, pool: str = POOL, timeout: float = 300) -> list[Deployment]:
+def deploy(
+    root: Path,
+    api_url: str,
+    pool: str = POOL,
+    timeout: float = 300,
+    auth_string: str | None = None,
+) -> list[Deployment]:
     """Every deployment of prefect.yaml onto the work pool ``pool``: ``prefect deploy --all`` of a
     copy of the file in which each deployment names ``pool`` (prefect.yaml itself is not
     changed). Returns the deployments."""
@@ -107,7 +118,7 @@ def deploy(root: Path, api_url: str, pool: str = POOL, timeout: float = 300) -> 
     tmp = copy.with_suffix(".tmp")
     tmp.write_text(yaml.safe_dump(data, sort_keys=False))
     tmp.replace(copy)
-    env = {**base_env(root), "PREFECT_API_URL": api_url}
+    env = {**base_env(root), "PREFECT_API_URL": api_url, **_auth_env(auth_string)}
     cmd = [sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--all"]
     try:
         out = subprocess.run(
@@ -127,12 +138,12 @@ def deploy(root: Path, api_url: str, pool: str = POOL, timeout: float = 300) -> 
     return deployments
 
 
-def worker_online(api_url: str, pool: str, name: str) -> bool:
+def worker_online(api_url: str, pool: str, name: str, auth_string: str | None = None) -> bool:
     """Whether the server lists the worker ``name`` on ``pool`` as online."""
     from prefect.client.schemas.objects import WorkerStatus
 
     try:
-        with _client(api_url) as client:
+        with _client(api_url, auth_string) as client:
             workers = client.read_workers_for_work_pool(pool)
     except Exception:  # noqa: BLE001 - not up yet
         return False

@@ -13,7 +13,10 @@ local mode, so ``ganops down`` stops them all and ``ganops status`` shows them):
    its users in their own database, the admin's password from the secrets), started side by
    side with Prefect;
 5. the DVC remote ``s3://BUCKET/PREFIX`` with the endpoint in the project's DVC config, and in
-   its local (uncommitted) config the path of a credentials file beside the secrets file.
+   its local (uncommitted) config the path of a credentials file beside the secrets file;
+6. the ``gpu`` process work pool and prefect.yaml's deployments on it (when the project has a
+   prefect.yaml), through the authenticated API; GPU hosts join it with ``ganops worker``
+   (:mod:`.worker`).
 
 Credentials reach the servers through their environment or files readable by their owner only,
 never through a command line (which other users can read in the process list) or a params file.
@@ -42,6 +45,7 @@ from gan_models.services.team_config import ServicesConfig
 from gan_models.utils.io import atomic_path
 
 MLFLOW_PREFIX = "mlflow"
+CHECKPOINT_PREFIX = "checkpoints"  # trials' checkpoints, so a retry resumes on any host
 
 
 def http_status(url: str, auth: tuple[str, str] | None = None, timeout: float = 5) -> int:
@@ -99,6 +103,8 @@ def client_env(cfg: ServicesConfig, sec: S.Secrets) -> dict[str, str]:
         "AWS_SECRET_ACCESS_KEY": sec[S.S3_SECRET],
         "AWS_ENDPOINT_URL": cfg.s3_endpoint,
         "AWS_DEFAULT_REGION": cfg.s3.region,
+        # read by gan_models.tuning.checkpoint_store: where trials' checkpoints are kept
+        "GANOPS_CHECKPOINT_STORE": f"s3://{cfg.s3.bucket}/{CHECKPOINT_PREFIX}",
     }
 
 
@@ -283,4 +289,25 @@ def team_up(
         echo(f"dvc: remote {cfg.dvc.remote!r} = s3://{cfg.s3.bucket}/{cfg.dvc.prefix} "
              f"(keys in {creds})")  # fmt: skip
     save_state(root, services)
+    deploy_pool(root, cfg, sec, timeout, echo)
     return services, started, sec
+
+
+def deploy_pool(
+    root: Path, cfg: ServicesConfig, sec: S.Secrets, timeout: float, echo: Callable[[str], None]
+) -> None:
+    """The ``gpu`` work pool and prefect.yaml's deployments on it, through the authenticated
+    API (nothing to deploy without a prefect.yaml: a project that only uses the stores)."""
+    from gan_models.services.prefect_setup import POOL, deploy, ensure_work_pool, read_deployments
+
+    if not (root / "prefect.yaml").is_file():
+        echo("prefect: no prefect.yaml in the project: no work pool or deployments")
+        return
+    read_deployments(root)  # a broken prefect.yaml is refused before the pool is created
+    api, auth = f"{cfg.prefect_url}/api", prefect_auth(cfg, sec)
+    if ensure_work_pool(api, POOL, auth):
+        echo(f"work pool {POOL!r}: created (type process)")
+    echo(f"deploying prefect.yaml on pool {POOL!r} ...")
+    names = ", ".join(str(d) for d in deploy(root, api, POOL, max(timeout, 300), auth))
+    echo(f"deployments of prefect.yaml on pool {POOL!r}: {names}")
+    echo(f"hosts join the pool with: ganops worker --server {cfg.prefect_url}")

@@ -146,6 +146,10 @@ def run_study(
                     )
                 else:
                     _echo_trial(tuning, study, number, echo, how)
+            if hasattr(workers, "abandon"):  # flow runs whose host died hold no trial now
+                retried = {n for x in trials for n in x.system_attrs.get("retry_history", ())}
+                for number in workers.abandon(retried):
+                    echo(f"trial {number}: its host stopped beating; retried elsewhere")
             ids = {x.number: x._trial_id for x in study.get_trials(deepcopy=False)}
             for number in workers.held():  # alive, and maybe not beating for itself yet
                 beat(ids[number])

@@ -3,7 +3,9 @@
 The controller has asked for the trial, so its params are in the storage; :func:`run_trial`
 trains them with :func:`gan_models.tracking.tracked_train` (a run nested under the study's
 MLflow run), reports FID to the pruner every ``train.fid_every`` steps, beats a heartbeat while
-it runs and tells the storage how the trial ended.
+it runs and tells the storage how the trial ended. With a checkpoint store (team mode,
+:mod:`.checkpoint_store`) the run folder's checkpoints are mirrored to the bucket as they are
+written and pulled first when the store's are newer, so a retry resumes on any host.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from gan_models.errors import ConfigError, GanopsError
+from gan_models.tuning.checkpoint_store import CheckpointStore
 from gan_models.tuning.inputs import Tuning, trial_params, trial_values
 from gan_models.tuning.optuna_import import import_optuna
 from gan_models.tuning.storage import (
@@ -105,12 +108,21 @@ def run_trial(tuning: Tuning, number: int, parent_run_id: str | None = None) -> 
     if root != number:
         trial.set_user_attr("retry_of", root)
     cb = PruningCallback(trial, tuning.tune.prunes)
+    store = CheckpointStore.from_env()
     began = time.perf_counter()
     state, values, error = TrialState.COMPLETE, None, None
     interrupted: BaseException | None = None
     with heartbeat(storage, frozen._trial_id, tuning.tune.heartbeat.interval):
         try:
-            result = _train(tuning, params, run_dir, cb, number, root, parent_run_id)
+            if store is not None:
+                pulled = store.pull(tuning.study_name, run_dir)  # the first attempt's host died
+                if pulled is not None:
+                    trial.set_user_attr("pulled_checkpoint", pulled)
+            mirror = (
+                store.syncing(tuning.study_name, run_dir) if store else contextlib.nullcontext()
+            )
+            with mirror:
+                result = _train(tuning, params, run_dir, cb, number, root, parent_run_id)
             if cb.fid is None:
                 raise GanopsError(f"trial {number}: training reported no FID")
             seconds = result.seconds

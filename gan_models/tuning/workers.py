@@ -24,6 +24,9 @@ from gan_models.tuning.inputs import Tuning
 from gan_models.tuning.trial import run_trial
 
 TRIAL_DEPLOYMENT = "train/train-trial"
+# From a flow run's start to its trial's first heartbeat (the flow run's process, then the
+# trial's, import their libraries: about 10 s here); the controller beats for it meanwhile.
+FLOW_RUN_STARTUP_S = 30.0
 
 
 class InlineWorkers:
@@ -159,6 +162,14 @@ class ProcessWorkers:
             self._held = None
 
 
+def _in_checkout(path: Path, root: Path) -> str:
+    """``path`` relative to the project root when inside it: a worker on another host resolves
+    it in its own checkout."""
+    with contextlib.suppress(ValueError):
+        return str(path.resolve().relative_to(root.resolve()))
+    return str(path)
+
+
 def _tail(path: Path, lines: int = 3) -> str:
     try:
         text = path.read_text(errors="replace").strip().splitlines()
@@ -184,6 +195,7 @@ class PrefectWorkers:
         self.tuning, self.parent, self.workers, self.pool = tuning, parent_run_id, workers, pool
         self.runs: dict[int, Any] = {}
         self.not_started: set[int] = set()  # flow runs still waiting for a worker of the pool
+        self.running_since: dict[int, float] = {}  # when each flow run was first seen running
 
     def free(self) -> bool:
         return len(self.runs) < self.workers
@@ -196,19 +208,22 @@ class PrefectWorkers:
 
         t = self.tuning
         job = {
-            "params": str(t.base_path),
+            "params": _in_checkout(t.base_path, t.root),
             "overrides": [],
             "trial_of": {
-                "tune_params": str(t.tune_path),
+                "tune_params": _in_checkout(t.tune_path, t.root),
                 "overrides": t.overrides,
                 "study": t.study_name,
-                "storage": t.storage_url,
+                # as written (${GANOPS_OPTUNA_STORAGE}): each host expands it from its own
+                # environment, so the password never reaches the flow run's stored parameters
+                "storage": t.tune.storage if "$" in (t.tune.storage or "") else t.storage_url,
                 "trial": number,
                 "parent_run": self.parent,
                 "track": t.track,
                 "tracking_uri": t.tracking_uri,
             },
-            "project_dir": str(t.root),
+            # the worker's own checkout (its flow runs start there): another host's differs
+            "project_dir": ".",
         }
         parameters = {"params": job}  # the flow's one parameter: TrainTrialParams
         try:
@@ -238,15 +253,40 @@ class PrefectWorkers:
                     continue
                 self.not_started.discard(number)
                 if not state.is_final():
-                    continue  # running: its own process beats from now on
+                    # running: its trial's own process beats once it has started
+                    self.running_since.setdefault(number, time.monotonic())
+                    continue
                 del self.runs[number]
+                self.running_since.pop(number, None)
                 ended.append((number, "ok" if state.is_completed() else state.name))
         return ended
 
     def held(self) -> list[int]:
-        """Flow runs not started yet (scheduled, pending, paused): the pool still holds them."""
-        return sorted(self.not_started & self.runs.keys())
+        """Flow runs not started yet (scheduled, pending, paused): the pool still holds them;
+        and those started less than FLOW_RUN_STARTUP_S ago, whose trial may not beat yet."""
+        now = time.monotonic()
+        starting = {n for n, t in self.running_since.items() if now - t < FLOW_RUN_STARTUP_S}
+        return sorted((self.not_started | starting) & self.runs.keys())
+
+    def abandon(self, numbers: set[int]) -> list[int]:
+        """Forget the flow runs of trials the storage failed and retried (their host stopped
+        beating: no one will ever finish those flow runs); mark them crashed on the server."""
+        from prefect.client.orchestration import get_client
+        from prefect.states import Crashed
+
+        gone = sorted(numbers & self.runs.keys())
+        with get_client(sync_client=True) as client:
+            for number in gone:
+                run_id = self.runs.pop(number)
+                self.not_started.discard(number)
+                self.running_since.pop(number, None)
+                with contextlib.suppress(Exception):  # already final, or the server is away
+                    client.set_flow_run_state(
+                        run_id, Crashed(message="trial retried: its host stopped"), force=True
+                    )
+        return gone
 
     def stop(self) -> None:
         self.runs.clear()  # the flow runs go on; a re-run of the study picks up their results
         self.not_started.clear()
+        self.running_since.clear()
