@@ -36,11 +36,13 @@ from gan_models.tuning.inputs import SUMMARY_FILE, Tuning, distributions, trial_
 from gan_models.tuning.optuna_import import import_optuna
 from gan_models.tuning.report import log_study, parent_run, write_best
 from gan_models.tuning.storage import (
+    STORAGE_OUTAGE_S,
     display_url,
     fail_and_retry,
     find_trial,
     make_storage,
     open_study,
+    storage_errors,
 )
 from gan_models.tuning.summary import StudyReport, report_dict, study_report
 from gan_models.tuning.workers import InlineWorkers, PrefectWorkers, ProcessWorkers
@@ -96,75 +98,97 @@ def run_study(
         # process began beating, and one whose process died sooner stayed running for ever).
         beat(x._trial_id)
     restore_sigint = _sigint_raises()
+    outage_since: float | None = None
     try:
         while True:
-            optuna.storages.fail_stale_trials(study)  # dead workers' trials: failed, re-enqueued
-            trials = study.get_trials(deepcopy=False)
-            counts = _counts(trials)
-            finished = counts.get("COMPLETE", 0) + counts.get("PRUNED", 0)
-            running, waiting = counts.get("RUNNING", 0), counts.get("WAITING", 0)
-            failures = _final_failures(trials)
-            config = [f for f in failures if f.user_attrs.get("error_kind") == "config"]
-            if config:
-                raise ConfigError(config[0].user_attrs.get("error", "bad trial params"))
-            if len(failures) >= t.max_failures:
-                raise GanopsError(
-                    f"study {tuning.study_name!r}: {len(failures)} trials failed (tune.max_failures "
-                    f"= {t.max_failures}); last: {failures[-1].user_attrs.get('error', 'process died')}"
-                )
-            if finished >= t.trials and workers.busy() == 0:
-                break
-            ran_inline = False
-            while workers.free() and (waiting > 0 or finished + running < t.trials):
-                trial = study.ask(fixed_distributions=dists)  # a re-enqueued retry comes first
-                beat(trial._trial_id)  # alive from now: no trial is ever without a heartbeat
-                echo(f"trial {trial.number}: {json.dumps(trial_values(tuning, trial.params))}")
-                try:
-                    workers.start(trial.number)
-                except BaseException as e:
-                    # Not started (or broken mid-way): no worker will ever tell this trial.
-                    # Stopped by Ctrl-C, it is retried when the study is run again.
-                    from gan_models.training.stop import TrainingInterrupted
-
-                    with contextlib.suppress(Exception):
-                        if isinstance(e, KeyboardInterrupt | TrainingInterrupted):
-                            fail_and_retry(study, trial.number)
-                        else:
-                            study.tell(trial.number, state=TrialState.FAIL)
-                    raise
-                if workers.inline:  # it has finished: count again
-                    _echo_trial(tuning, study, trial.number, echo)
-                    ran_inline = True
-                    break
-                running += 1
-                waiting = max(0, waiting - 1)
-            for number, how in workers.poll():
-                if fail_and_retry(study, number):  # its worker ended without telling the storage
-                    echo(
-                        f"trial {number}: FAIL: its worker ended ({how}) before the trial did; "
-                        "it is retried (from its last checkpoint, if any)"
+            try:
+                # dead workers' trials: failed, re-enqueued
+                optuna.storages.fail_stale_trials(study)
+                trials = study.get_trials(deepcopy=False)
+                counts = _counts(trials)
+                finished = counts.get("COMPLETE", 0) + counts.get("PRUNED", 0)
+                running, waiting = counts.get("RUNNING", 0), counts.get("WAITING", 0)
+                failures = _final_failures(trials)
+                config = [f for f in failures if f.user_attrs.get("error_kind") == "config"]
+                if config:
+                    raise ConfigError(config[0].user_attrs.get("error", "bad trial params"))
+                if len(failures) >= t.max_failures:
+                    raise GanopsError(
+                        f"study {tuning.study_name!r}: {len(failures)} trials failed (tune.max_failures "
+                        f"= {t.max_failures}); last: {failures[-1].user_attrs.get('error', 'process died')}"
                     )
-                else:
-                    _echo_trial(tuning, study, number, echo, how)
-            if hasattr(workers, "abandon"):  # flow runs whose host died hold no trial now
-                retried = {n for x in trials for n in x.system_attrs.get("retry_history", ())}
-                for number in workers.abandon(retried):
-                    echo(f"trial {number}: its host stopped beating; retried elsewhere")
-            ids = {x.number: x._trial_id for x in study.get_trials(deepcopy=False)}
-            for number in workers.held():  # alive, and maybe not beating for itself yet
-                beat(ids[number])
-            if ran_inline:
-                continue
-            if workers.busy() == 0 and running > 0:  # left running by a worker that died
-                for x in trials:
-                    if x.state == TrialState.RUNNING and x.number not in waiting_said:
-                        waiting_said.add(x.number)
+                if finished >= t.trials and workers.busy() == 0:
+                    break
+                ran_inline = False
+                while workers.free() and (waiting > 0 or finished + running < t.trials):
+                    trial = study.ask(fixed_distributions=dists)  # a re-enqueued retry comes first
+                    beat(trial._trial_id)  # alive from now: no trial is ever without a heartbeat
+                    echo(f"trial {trial.number}: {json.dumps(trial_values(tuning, trial.params))}")
+                    try:
+                        workers.start(trial.number)
+                    except BaseException as e:
+                        # Not started (or broken mid-way): no worker will ever tell this trial.
+                        # Stopped by Ctrl-C, it is retried when the study is run again.
+                        from gan_models.training.stop import TrainingInterrupted
+
+                        with contextlib.suppress(Exception):
+                            if isinstance(e, KeyboardInterrupt | TrainingInterrupted):
+                                fail_and_retry(study, trial.number)
+                            else:
+                                study.tell(trial.number, state=TrialState.FAIL)
+                        raise
+                    if workers.inline:  # it has finished: count again
+                        _echo_trial(tuning, study, trial.number, echo)
+                        ran_inline = True
+                        break
+                    running += 1
+                    waiting = max(0, waiting - 1)
+                for number, how in workers.poll():
+                    if fail_and_retry(
+                        study, number
+                    ):  # its worker ended without telling the storage
                         echo(
-                            f"trial {x.number} is marked running but no worker of this run has "
-                            f"it; it is retried once its heartbeat is {t.heartbeat.grace_period} "
-                            "s old"
+                            f"trial {number}: FAIL: its worker ended ({how}) before the trial did; "
+                            "it is retried (from its last checkpoint, if any)"
                         )
-            time.sleep(poll_s)
+                    else:
+                        _echo_trial(tuning, study, number, echo, how)
+                if hasattr(workers, "abandon"):  # flow runs whose host died hold no trial now
+                    retried = {n for x in trials for n in x.system_attrs.get("retry_history", ())}
+                    for number in workers.abandon(retried):
+                        echo(f"trial {number}: its host stopped beating; retried elsewhere")
+                ids = {x.number: x._trial_id for x in study.get_trials(deepcopy=False)}
+                for number in workers.held():  # alive, and maybe not beating for itself yet
+                    beat(ids[number])
+                if ran_inline:
+                    continue
+                if workers.busy() == 0 and running > 0:  # left running by a worker that died
+                    for x in trials:
+                        if x.state == TrialState.RUNNING and x.number not in waiting_said:
+                            waiting_said.add(x.number)
+                            echo(
+                                f"trial {x.number} is marked running but no worker of this run has "
+                                f"it; it is retried once its heartbeat is {t.heartbeat.grace_period} "
+                                "s old"
+                            )
+                time.sleep(poll_s)
+            except storage_errors() as e:
+                # The storage stopped answering (a PostgreSQL restart): wait for it, then go on
+                # where the loop was; what the workers report meanwhile waits in the storage.
+                now = time.monotonic()
+                if outage_since is None:
+                    outage_since = now
+                    where = display_url(tuning.storage_url)
+                    echo(f"storage {where} does not answer ({type(e).__name__}); waiting")
+                elif now - outage_since > STORAGE_OUTAGE_S:
+                    raise GanopsError(
+                        f"tune.storage: no answer for {STORAGE_OUTAGE_S:.0f} s ({e})"
+                    ) from None
+                time.sleep(2)
+                continue
+            if outage_since is not None:
+                echo("storage answers again")
+                outage_since = None
     finally:
         workers.stop()
         restore_sigint()

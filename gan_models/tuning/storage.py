@@ -9,6 +9,8 @@ each other (a connect timeout); a storage shared across hosts is a PostgreSQL UR
 from __future__ import annotations
 
 import copy
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,17 +26,21 @@ if TYPE_CHECKING:
 ATTR_SIGNATURE = "ganops.signature"
 ATTR_PARENT_RUN = "mlflow_run_id"
 ATTR_TRACKING_URI = "mlflow_tracking_uri"
+# How long a storage that stopped answering (a PostgreSQL restart, a network blip) is waited for
+# before the controller or a trial gives up.
+STORAGE_OUTAGE_S = 300.0
 
 
 def make_storage(tuning: Tuning):
     """The RDB storage with heartbeats and retry of stale trials (resuming their checkpoints)."""
     optuna = import_optuna()
     url = tuning.storage_url
-    kwargs: dict[str, Any] = {}
+    # a pooled connection that a database restart closed is replaced instead of failing a call
+    kwargs: dict[str, Any] = {"engine_kwargs": {"pool_pre_ping": True}}
     if url.startswith("sqlite:///"):
         path = Path(url[len("sqlite:///") :])
         path.parent.mkdir(parents=True, exist_ok=True)
-        kwargs["engine_kwargs"] = {"connect_args": {"timeout": 60}}  # parallel writers wait
+        kwargs["engine_kwargs"]["connect_args"] = {"timeout": 60}  # parallel writers wait
     hb = tuning.tune.heartbeat
     retry = optuna.storages.RetryHeartbeatStaleTrialCallback(
         max_retry=hb.max_retry, inherit_intermediate_values=True
@@ -49,6 +55,36 @@ def make_storage(tuning: Tuning):
         )
     except Exception as e:  # noqa: BLE001 - SQLAlchemy's many errors: one clear line
         raise ConfigError(f"tune.storage: cannot open {url} ({type(e).__name__}: {e})") from None
+
+
+def storage_errors() -> tuple[type[BaseException], ...]:
+    """What a storage call raises while the database does not answer."""
+    optuna = import_optuna()
+    import sqlalchemy.exc
+
+    return (optuna.exceptions.StorageInternalError, sqlalchemy.exc.OperationalError,
+            sqlalchemy.exc.InterfaceError)  # fmt: skip
+
+
+def with_storage_retry(
+    call: Callable[[], Any],
+    outage_s: float = STORAGE_OUTAGE_S,
+    on_wait: Callable[[BaseException], None] | None = None,
+) -> Any:
+    """``call()``, retried every 2 s while the storage does not answer, for up to ``outage_s``."""
+    errors = storage_errors()
+    deadline = time.monotonic() + outage_s
+    waited = False
+    while True:
+        try:
+            return call()
+        except errors as e:
+            if time.monotonic() > deadline:
+                raise GanopsError(f"tune.storage: no answer for {outage_s:.0f} s ({e})") from None
+            if not waited and on_wait is not None:
+                on_wait(e)
+            waited = True
+            time.sleep(2)
 
 
 def display_url(url: str) -> str:

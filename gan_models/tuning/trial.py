@@ -29,7 +29,13 @@ from gan_models.tuning.storage import (
     make_storage,
     open_study,
     root_trial_number,
+    with_storage_retry,
 )
+
+
+def _set_attr(trial, key: str, value) -> None:
+    """A user attr of the trial, waiting out a storage restart."""
+    with_storage_retry(lambda: trial.set_user_attr(key, value))
 
 
 @contextlib.contextmanager
@@ -73,9 +79,9 @@ class PruningCallback:
         if not self.prune:
             return
         optuna = import_optuna()
-        self.trial.report(self.fid, info.step)
+        with_storage_retry(lambda: self.trial.report(self.fid, info.step))
         # At the last step the budget is spent: the trial completes with this FID as its value.
-        if info.step < info.total_steps and self.trial.should_prune():
+        if info.step < info.total_steps and with_storage_retry(self.trial.should_prune):
             raise optuna.TrialPruned(f"pruned at step {info.step} (FID {self.fid:.1f})")
 
 
@@ -101,12 +107,12 @@ def run_trial(tuning: Tuning, number: int, parent_run_id: str | None = None) -> 
     run_dir = tuning.trial_dir(root)
     name = f"{tuning.study_name}-trial-{number}"
     params = trial_params(tuning, trial_values(tuning, frozen.params), name)
-    trial.set_user_attr("run_dir", str(run_dir))
-    trial.set_user_attr("host", f"{socket.gethostname()}:{os.getpid()}")
+    _set_attr(trial, "run_dir", str(run_dir))
+    _set_attr(trial, "host", f"{socket.gethostname()}:{os.getpid()}")
     if os.environ.get("CUDA_VISIBLE_DEVICES"):
-        trial.set_user_attr("gpu", os.environ["CUDA_VISIBLE_DEVICES"])
+        _set_attr(trial, "gpu", os.environ["CUDA_VISIBLE_DEVICES"])
     if root != number:
-        trial.set_user_attr("retry_of", root)
+        _set_attr(trial, "retry_of", root)
     cb = PruningCallback(trial, tuning.tune.prunes)
     store = CheckpointStore.from_env()
     began = time.perf_counter()
@@ -117,7 +123,7 @@ def run_trial(tuning: Tuning, number: int, parent_run_id: str | None = None) -> 
             if store is not None:
                 pulled = store.pull(tuning.study_name, run_dir)  # the first attempt's host died
                 if pulled is not None:
-                    trial.set_user_attr("pulled_checkpoint", pulled)
+                    _set_attr(trial, "pulled_checkpoint", pulled)
             mirror = (
                 store.syncing(tuning.study_name, run_dir) if store else contextlib.nullcontext()
             )
@@ -127,25 +133,25 @@ def run_trial(tuning: Tuning, number: int, parent_run_id: str | None = None) -> 
                 raise GanopsError(f"trial {number}: training reported no FID")
             seconds = result.seconds
             values = [cb.fid if o == "fid" else seconds for o in tuning.tune.objectives]
-            trial.set_user_attr("resumed_from", result.resumed_from or 0)
+            _set_attr(trial, "resumed_from", result.resumed_from or 0)
         except optuna.TrialPruned as e:
             state = TrialState.PRUNED
-            trial.set_user_attr("pruned_at", cb.step)
+            _set_attr(trial, "pruned_at", cb.step)
             error = str(e)
         except (TrainingInterrupted, KeyboardInterrupt) as e:  # Ctrl-C: not the trial's fault
             interrupted = e
         except GanopsError as e:
             state, error = TrialState.FAIL, str(e)
-            trial.set_user_attr("error", error[:2000])
-            trial.set_user_attr("error_kind", "config" if isinstance(e, ConfigError) else "run")
+            _set_attr(trial, "error", error[:2000])
+            _set_attr(trial, "error_kind", "config" if isinstance(e, ConfigError) else "run")
         finally:
             start = cb.first_step or 0
-            trial.set_user_attr("steps_trained", max(cb.step - start, 0))
-            trial.set_user_attr("seconds", round(time.perf_counter() - began, 3))
+            _set_attr(trial, "steps_trained", max(cb.step - start, 0))
+            _set_attr(trial, "seconds", round(time.perf_counter() - began, 3))
             if cb.fid is not None:
-                trial.set_user_attr("fid", cb.fid)
-        if interrupted is None:
-            study.tell(number, values, state=state)
+                _set_attr(trial, "fid", cb.fid)
+        if interrupted is None:  # a storage restart is waited out: the result is not lost
+            with_storage_retry(lambda: study.tell(number, values, state=state))
     if interrupted is not None:
         # Failed and re-enqueued now: its retry resumes from the checkpoint just written.
         fail_and_retry(study, number)
