@@ -277,6 +277,71 @@ def test_a_study_runs_one_trial_on_each_host(hosts):
         assert hosts.keys(f"checkpoints/hosts/trial_{n:04d}/checkpoints/step_"), n
 
 
+def test_the_pipeline_deployment_on_the_second_host_registers_a_champion(hosts):
+    """The pipeline deployment (tiny digits), run by the second host's worker alone in its own
+    clone: its stages track to the team MLflow with the client credentials, the registered
+    model gets the `champion` alias, and the run's artifacts are in the bucket."""
+    import base64
+    import json
+    import urllib.parse
+    import urllib.request
+
+    from prefect.deployments import run_deployment
+    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
+
+    from flows.bench import TINY
+
+    root, clone, client = hosts.team.root, hosts.clone, hosts.team.client
+    # what the pipeline needs beyond the fixture's project: its stages and the code they hash
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    shutil.copytree(REPO / "gan_models", root / "gan_models", ignore=ignore)
+    for name in ("dvc.yaml", ".dvcignore"):
+        shutil.copy(REPO / name, root / name)
+    sh("git", "add", "gan_models", "dvc.yaml", ".dvcignore", cwd=root)
+    sh("git", "commit", "-qm", "the pipeline", cwd=root)
+    sh("git", "pull", "-q", cwd=clone)
+    hosts.stop_worker("here")  # only the second host serves the pool
+    params = {"dataset": "digits", "source": "digits", "overrides": TINY, "project_dir": "."}
+    settings = {PREFECT_API_URL: client["PREFECT_API_URL"],
+                PREFECT_API_AUTH_STRING: client["PREFECT_API_AUTH_STRING"]}  # fmt: skip
+    try:
+        with temporary_settings(settings):
+            run = run_deployment("pipeline/pipeline", parameters=params, timeout=420,
+                                 poll_interval=2)  # fmt: skip
+    finally:
+        hosts.start_worker("here")
+    log = (hosts.logs / "worker-there.log").read_text(errors="replace")
+    assert run.state.is_completed(), f"{run.state.type}: {run.state.message}\n{log[-4000:]}"
+    # the second host's worker (hostname ganops-host2) ran it, in its clone
+    assert str(run.id) in log, log[-3000:]
+    assert f"ganops-{HOST2}-" in log
+    registration = json.loads((clone / "runs/train/registration.json").read_text())
+    assert not (root / "runs/train").exists()
+    # the champion, read from the team MLflow's REST API with the client credentials
+    user, password = client["MLFLOW_TRACKING_USERNAME"], client["MLFLOW_TRACKING_PASSWORD"]
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+
+    def rest(path: str, **query: str) -> dict:
+        url = f"{client['MLFLOW_TRACKING_URI']}/api/2.0/mlflow/{path}?"
+        req = urllib.request.Request(url + urllib.parse.urlencode(query))
+        req.add_header("Authorization", f"Basic {token}")
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return json.load(r)
+
+    name = registration["model"]
+    champion = rest("registered-models/alias", name=name, alias="champion")["model_version"]
+    assert str(champion["version"]) == str(registration["version"]), (champion, registration)
+    run_id = champion["run_id"]
+    tags = {t["key"]: t["value"] for t in rest("runs/get", run_id=run_id)["run"]["data"]["tags"]}
+    assert tags["ganops.prefect_flow_run_id"] == str(run.id), tags
+    assert Path(tags["ganops.run_dir"]).resolve().is_relative_to(clone.resolve()), tags
+    # its artifacts (the registered model's files among them) are in the bucket
+    keys = hosts.keys("mlflow/")
+    assert any(f"/{run_id}/artifacts/" in k for k in keys), run_id
+    model_id = champion.get("model_id")  # a logged model's files live beside the run's
+    assert not model_id or any(f"/{model_id}/artifacts/MLmodel" in k for k in keys), champion
+
+
 def test_postgres_restarted_during_a_study_loses_no_trial(hosts):
     """PostgreSQL (Optuna's, Prefect's and MLflow's store) stops while both hosts train and
     comes back by `ganops up` again: the controller and the trials wait for it, and the study
