@@ -243,11 +243,20 @@ class PrefectWorkers:
 
     def poll(self) -> list[tuple[int, str]]:
         from prefect.client.orchestration import get_client
+        from prefect.exceptions import PrefectHTTPStatusError
 
         ended = []
         with get_client(sync_client=True) as client:
             for number, run_id in list(self.runs.items()):
-                state = client.read_flow_run(run_id).state
+                try:
+                    state = client.read_flow_run(run_id).state
+                except PrefectHTTPStatusError as e:
+                    if e.response.status_code < 500:
+                        raise
+                    # The server's database does not answer (a PostgreSQL restart): Prefect
+                    # says 500 and does not retry. Ask again at the next poll; the controller's
+                    # own storage calls bound how long an outage may last.
+                    return ended
                 if state is None or state.is_scheduled() or state.is_pending() or state.is_paused():
                     self.not_started.add(number)  # its process does not beat yet
                     continue
