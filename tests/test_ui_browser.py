@@ -75,14 +75,27 @@ def field(page, name):
 def choose(page, name, value):
     """Open a select of the form and click one of its options."""
     control = field(page, name).locator(".p-select-button__control")
-    control.click()
+    shown = field(page, name).locator(".p-select-button__value")
     option = page.get_by_role("option", name=value, exact=True)
-    try:
-        option.wait_for(timeout=3000)
-    except Exception:  # the select opens on a key press when the click only focused it
-        control.press("ArrowDown")
-    option.click()
-    assert field(page, name).locator(".p-select-button__value").inner_text().strip() == value
+    # On a loaded machine a click can land while the form re-renders and pick nothing: open the
+    # select and pick again, a few times, before judging what it shows.
+    for _ in range(3):
+        control.click()
+        try:
+            option.wait_for(timeout=3000)
+        except Exception:  # the select opens on a key press when the click only focused it
+            control.press("ArrowDown")
+        option.click()
+        try:
+            page.wait_for_function(
+                "([el, v]) => el.innerText.trim() === v",
+                arg=[shown.element_handle(), value],
+                timeout=5000,
+            )
+            break
+        except Exception:  # noqa: BLE001 - not shown yet: try the select again
+            continue
+    assert shown.inner_text().strip() == value
 
 
 def wait_for_flow_run(api, run_id, timeout_s=900):
