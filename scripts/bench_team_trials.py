@@ -22,8 +22,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))  # the team fixtures the tests start the services with
 
-from team_fixtures import clean_env, namespace_host, sh, team_services  # noqa: E402
-from test_team_hosts import Hosts, populate, publish, write_tune  # noqa: E402
+from test_team_hosts import Hosts, publish, team_hosts, write_tune  # noqa: E402
 
 
 def run_study(h: Hosts, name: str, trials: int) -> float:
@@ -48,31 +47,17 @@ def main() -> None:
     ap.add_argument("--trials", type=int, default=4)
     ap.add_argument("--rounds", type=int, default=2)
     args = ap.parse_args()
-    with namespace_host("ganops-hosts", "10.213.11") as (ns, bind, _):  # noqa: SIM117
-        with team_services(bind, "ganops-hosts-", populate) as team:
-            root = team.root
-            sh("git", "add", "-A", cwd=root)
-            sh("git", "commit", "-qm", "project", cwd=root)
-            sh(sys.executable, "-m", "dvc", "push", "-q", cwd=root, env=clean_env())
-            clone = root.parent / "host2" / "proj"
-            sh("git", "clone", "-q", str(root), str(clone))
-            logs = root.parent / "logs"
-            logs.mkdir()
-            h = Hosts(team, ns, clone, logs)
-            times: dict[int, list[float]] = {1: [], 2: []}
-            try:
-                h.start_worker("here")
-                for r in range(args.rounds):
-                    # alternate which setting goes first, so a drift in load hits both
-                    for n in (1, 2) if r % 2 == 0 else (2, 1):
-                        if n == 2 and "there" not in h.procs:
-                            h.start_worker("there")
-                        if n == 1 and "there" in h.procs:
-                            h.stop_worker("there")
-                        times[n].append(run_study(h, f"bench{n}-r{r}", args.trials))
-            finally:
-                for which in list(h.procs):
-                    h.stop_worker(which)
+    times: dict[int, list[float]] = {1: [], 2: []}
+    with team_hosts() as h:
+        h.start_worker("here")
+        for r in range(args.rounds):
+            # alternate which setting goes first, so a drift in load hits both
+            for n in (1, 2) if r % 2 == 0 else (2, 1):
+                if n == 2 and "there" not in h.procs:
+                    h.start_worker("there")
+                if n == 1 and "there" in h.procs:
+                    h.stop_worker("there")
+                times[n].append(run_study(h, f"bench{n}-r{r}", args.trials))
     rate = {n: 60 * args.trials / statistics.median(t) for n, t in times.items()}
     print(f"\n{args.trials} trials per study, {args.rounds} round(s), median wall time:")
     for n in (1, 2):

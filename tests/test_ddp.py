@@ -19,14 +19,13 @@ import time
 import uuid
 from pathlib import Path
 
-import numpy as np
 import psutil
 import pytest
 import torch
 import yaml
+from bars import write_tiny_bars
 from safetensors.torch import load_file
 
-from gan_models.data.format import write_imageset
 from gan_models.families import FAMILIES
 from gan_models.training import train
 
@@ -44,14 +43,7 @@ JOB_END_S = 60  # a killed rank must end the whole job within this
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory):
     """48 labelled 8x8 grey images: 3 classes of noisy bars (as tests/test_training.py)."""
-    rng = np.random.default_rng(0)
-    labels = np.arange(48) % 3
-    images = rng.integers(0, 60, (48, 1, 8, 8)).astype(np.uint8)
-    for i, y in enumerate(labels):
-        images[i, 0, :, 2 * y : 2 * y + 3] = 230
-    path = tmp_path_factory.mktemp("data") / "bars"
-    write_imageset(path, {"images": images}, labels=labels, meta={"name": "bars", "source": "test"})
-    return path
+    return write_tiny_bars(tmp_path_factory.mktemp("data") / "bars")
 
 
 def write_params(path: Path, family: str, data: Path, **train) -> Path:

@@ -10,6 +10,7 @@ their own clone of the project, which gets its data by `ganops worker --pull`. N
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -19,11 +20,11 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import optuna
 import pytest
 import torch
 import yaml
+from bars import write_processed_bars
 from optuna.trial import TrialState
 from team_fixtures import (
     GANOPS,
@@ -35,7 +36,6 @@ from team_fixtures import (
     team_services,
 )
 
-from gan_models.data.format import write_imageset
 from gan_models.services.s3 import client as s3_client
 
 REPO = Path(__file__).resolve().parents[1]
@@ -53,14 +53,7 @@ def populate(root: Path) -> None:
     for name in ("flows", "params"):
         shutil.copytree(REPO / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(REPO / "prefect.yaml", root / "prefect.yaml")
-    data = root / "data" / "processed" / "bars"
-    rng = np.random.default_rng(0)
-    for split, n in (("train", 96), ("test", 30)):
-        labels = np.arange(n) % 3
-        x = rng.uniform(-1, -0.6, (n, 1, 8, 8)).astype(np.float32)
-        for i, y in enumerate(labels):
-            x[i, 0, :, 2 * y : 2 * y + 3] = 0.9
-        write_imageset(data / split, {"images": x}, labels=labels, meta={"name": "bars"})
+    data = write_processed_bars(root / "data" / "processed" / "bars", (("train", 96), ("test", 30)))
     features = FeaturesParams(domain={"epochs": 4, "batch_size": 16, "width": 8, "hidden": 32})
     train_features(data, features, root / "models" / "features" / "bars")
     base = {
@@ -181,8 +174,10 @@ class Hosts:
         return optuna.load_study(study_name=name, storage=storage)
 
 
-@pytest.fixture(scope="module")
-def hosts():
+@contextlib.contextmanager
+def team_hosts():
+    """The team services on a veth address, the project committed and pushed, and its clone for
+    the second host (a network namespace); no worker runs yet, every one is stopped at the end."""
     with namespace_host("ganops-hosts", "10.213.11") as (ns, bind, _):  # noqa: SIM117
         with team_services(bind, "ganops-hosts-", populate) as team:
             root = team.root
@@ -195,13 +190,19 @@ def hosts():
             logs.mkdir()
             h = Hosts(team, ns, clone, logs)
             try:
-                h.start_worker("here")
-                h.start_worker("there")
                 yield h
             finally:
                 for which in list(h.procs):
                     h.stop_worker(which)
                 kill_namespace(ns)
+
+
+@pytest.fixture(scope="module")
+def hosts():
+    with team_hosts() as h:
+        h.start_worker("here")
+        h.start_worker("there")
+        yield h
 
 
 def test_up_team_creates_the_pool_and_deploys_with_auth(hosts):

@@ -10,6 +10,7 @@ import textwrap
 import numpy as np
 import pytest
 import torch
+from bars import write_tiny_bars
 
 from gan_models.data.format import write_imageset
 from gan_models.errors import ConfigError, GanopsError
@@ -26,14 +27,7 @@ FAMILY_NAMES = ["cgan", "dcgan", "vanilla", "wgan", "wgan-gp"]
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory):
     """48 labelled 8x8 grey images in the on-disk format: 3 classes of noisy bars."""
-    rng = np.random.default_rng(0)
-    labels = np.arange(48) % 3
-    images = rng.integers(0, 60, (48, 1, 8, 8)).astype(np.uint8)
-    for i, y in enumerate(labels):
-        images[i, 0, :, 2 * y : 2 * y + 3] = 230
-    path = tmp_path_factory.mktemp("data") / "bars"
-    write_imageset(path, {"images": images}, labels=labels, meta={"name": "bars", "source": "test"})
-    return path
+    return write_tiny_bars(tmp_path_factory.mktemp("data") / "bars")
 
 
 def tiny_params(family: str, data_path, **train) -> TrainParams:

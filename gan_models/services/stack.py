@@ -37,7 +37,7 @@ from gan_models.services.processes import (
     start_mlflow,
     start_prefect,
 )
-from gan_models.services.state import Service, load_state, save_state
+from gan_models.services.state import Running, Service, load_state, save_state
 from gan_models.utils.paths import project_root
 
 # Stopped in this order: the worker first, so that it takes no new flow run meanwhile; the
@@ -101,13 +101,8 @@ def up(
     if not pool.strip():
         raise ConfigError("--pool: expected the name of a work pool, got an empty string")
     root = project_root(root)
-    services = {k: v for k, v in load_state(root).items() if v.process() is not None}
-    started: list[str] = []
-
-    def add(svc: Service) -> None:
-        services[svc.name] = svc
-        started.append(svc.name)
-        save_state(root, services)  # recorded at once, so `down` can stop it even if up fails
+    running = Running(root)
+    services, started, add = running.services, running.started, running.add
 
     if prefect:
         if "prefect" in services:

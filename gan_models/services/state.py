@@ -77,3 +77,20 @@ def save_state(root: Path, services: dict[str, Service]) -> None:
     write_json_atomic(
         path, {"root": str(root), "services": {k: asdict(v) for k, v in services.items()}}
     )
+
+
+class Running:
+    """The recorded services of ``root`` still running, and those ``up`` starts now.
+
+    :meth:`add` records each start at once, so ``down`` can stop it even if ``up`` fails later.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.services = {k: v for k, v in load_state(root).items() if v.process() is not None}
+        self.started: list[str] = []
+
+    def add(self, svc: Service) -> None:
+        self.services[svc.name] = svc
+        self.started.append(svc.name)
+        save_state(self.root, self.services)

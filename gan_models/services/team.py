@@ -40,7 +40,7 @@ from gan_models.services import postgres as pg
 from gan_models.services import s3 as s3mod
 from gan_models.services import secrets as S
 from gan_models.services.processes import _port_taken, base_env, spawn
-from gan_models.services.state import STATE_DIR, Service, load_state, record, save_state
+from gan_models.services.state import STATE_DIR, Running, Service, record, save_state
 from gan_models.services.team_config import ServicesConfig
 from gan_models.utils.io import atomic_path
 
@@ -228,13 +228,8 @@ def team_up(
     the secrets."""
     required, generate = required_secrets(cfg)
     sec = S.load_secrets(create=True, required=required, generate=generate)
-    services = {k: v for k, v in load_state(root).items() if v.process() is not None}
-    started: list[str] = []
-
-    def add(svc: Service) -> None:
-        services[svc.name] = svc
-        started.append(svc.name)
-        save_state(root, services)  # recorded at once, so `down` can stop it even if up fails
+    running = Running(root)
+    services, started, add = running.services, running.started, running.add
 
     superuser, su_pw = cfg.postgres.superuser, sec[S.PG_SUPERUSER]
     if cfg.postgres.start:
