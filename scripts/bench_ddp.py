@@ -1,7 +1,8 @@
 """Step time of data-parallel ``ganops train`` on CPU: 2 ranks against 1 process, same global batch.
 
-Trains DCGAN on generated colour images with the exact profile (one intra-op thread per
-process), each time the ``ganops train`` a user runs, in fresh child processes:
+Trains DCGAN (or ``--family stylegan``, whose minibatch stddev gathers the global batch) on
+generated colour images with the exact profile (one intra-op thread per process), each time the
+``ganops train`` a user runs, in fresh child processes:
 
 - ``1 process``: the reference, the whole global batch in one process;
 - ``2 ranks``: ``--nproc-per-node 2`` (torchrun, gloo), each rank half of the batch.
@@ -22,6 +23,7 @@ the 1-process reference of the same round. Run from the repository root::
 
     PYTHONPATH=. .venv/bin/python scripts/bench_ddp.py
     PYTHONPATH=. .venv/bin/python scripts/bench_ddp.py --size 64 --batch 64 --steps 40 --log-every 5 --rounds 1
+    PYTHONPATH=. .venv/bin/python scripts/bench_ddp.py --family stylegan --batch 32
 """
 
 from __future__ import annotations
@@ -51,9 +53,11 @@ def write_data(path: Path, n: int, size: int) -> None:
     write_imageset(path, {"images": images}, meta={"name": "bench", "source": "bench_ddp"})
 
 
-def write_params(path: Path, data: Path, size: int, batch: int, steps: int, log_every: int):
+def write_params(
+    path: Path, family: str, data: Path, size: int, batch: int, steps: int, log_every: int
+) -> None:
     params = {
-        "model": {"family": "dcgan", "width": 32, "latent_dim": 64},
+        "model": {"family": family, "width": 32, "latent_dim": 64},
         "data": {"path": str(data), "image_size": size},
         "train": {
             "steps": steps,
@@ -113,6 +117,7 @@ def step_seconds(run_dir: Path, batch: int) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--family", choices=("dcgan", "stylegan"), default="dcgan")
     ap.add_argument("--size", type=int, default=32, help="image side (power of two)")
     ap.add_argument("--batch", type=int, default=64, help="global batch")
     ap.add_argument("--steps", type=int, default=60)
@@ -128,7 +133,7 @@ def main() -> None:
         root = Path(tmp)
         write_data(root / "data", 4 * a.batch, a.size)
         params = root / "params.yaml"
-        write_params(params, root / "data", a.size, a.batch, a.steps, a.log_every)
+        write_params(params, a.family, root / "data", a.size, a.batch, a.steps, a.log_every)
         rounds = []
         for r in range(a.rounds):
             row = {}
@@ -149,7 +154,7 @@ def main() -> None:
                 f"ms/step (x{two['cpu_s_per_step'] / one['cpu_s_per_step']:.2f})"
             )
     result = {
-        "config": {"family": "dcgan", "width": 32, "size": a.size, "batch": a.batch,
+        "config": {"family": a.family, "width": 32, "size": a.size, "batch": a.batch,
                    "steps": a.steps, "threads_per_process": 1,
                    "cpus": os.cpu_count(), "load_average_at_end": os.getloadavg()},
         "rounds": rounds,

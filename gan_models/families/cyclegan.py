@@ -63,6 +63,8 @@ from gan_models.losses import d_loss, g_loss
 from gan_models.metrics.image_to_image import translation_metrics
 from gan_models.metrics.paired_translation import paired_translation_metrics
 from gan_models.metrics.reference import reference_stats
+from gan_models.utils.batch_shard import current as current_shard
+from gan_models.utils.batch_shard import gather
 
 if TYPE_CHECKING:
     from gan_models.metrics.config import EvaluateParams
@@ -87,6 +89,7 @@ class InputBank(nn.Module):
         """Store the first images of ``x`` (B, C, H, W) until the bank is full."""
         if self._full:
             return
+        x = gather(x)  # a data-parallel run keeps the global batch's first images, as one process
         n, cap = int(self.count), self.images.shape[0]
         k = min(cap - n, x.shape[0])
         if k > 0:
@@ -122,10 +125,16 @@ class ImagePool(nn.Module):
 
         Same semantics as the reference loop over the batch (an image whose slot an earlier image
         of the batch took gets that image), vectorised; random draws use the global (trainer's)
-        RNG, so the buffer's evolution is reproducible and checkpointed.
+        RNG, so the buffer's evolution is reproducible and checkpointed. In a data-parallel run
+        every rank queries with the global batch (:func:`gather`), so that all hold the history
+        one process would hold, and keeps its own rows of the answer.
         """
         if self.size == 0:
             return x
+        local = x.shape[0]
+        return current_shard().take(self._query(gather(x)), local)
+
+    def _query(self, x: Tensor) -> Tensor:
         x = x.detach().to(self.images.dtype)
         out = x.clone()
         n = int(self.count)

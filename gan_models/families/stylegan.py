@@ -50,6 +50,8 @@ from gan_models.families.base import (
 )
 from gan_models.families.common import d_losses, lazy_r1, r1_phase, require_power_of_two
 from gan_models.losses import g_loss
+from gan_models.utils.batch_shard import current as current_shard
+from gan_models.utils.batch_shard import draw, gather_grad, mean_rows
 
 if TYPE_CHECKING:
     from gan_models.training.params import TrainParams
@@ -136,7 +138,8 @@ class MappingNetwork(nn.Module):
         w = self.net(x)  # (B, W)
         if update_w_avg:
             with torch.no_grad():
-                self.w_avg.copy_(w.detach().float().mean(0).lerp(self.w_avg, W_AVG_BETA))
+                # the mean over the global batch of a data-parallel run, as one process's
+                self.w_avg.copy_(mean_rows(w.detach().float()).lerp(self.w_avg, W_AVG_BETA))
         if psi != 1:
             w = self.w_avg.to(w.dtype).lerp(w, psi)  # w_avg + psi (w - w_avg)
         return w[:, None, :].expand(-1, self.num_ws, -1)  # (B, num_ws, W)
@@ -195,8 +198,8 @@ class SynthesisLayer(nn.Module):
         x = self.conv(x, w)  # (B, O, R, R)
         b, _, h, wd = x.shape
         if noise == "random":
-            if gen is None:  # training: the trainer's RNG on the device
-                n = torch.randn(b, 1, h, wd, device=x.device, dtype=x.dtype)
+            if gen is None:  # training: the trainer's RNG on the device (this rank's rows)
+                n = draw(lambda m: torch.randn(m, 1, h, wd, device=x.device, dtype=x.dtype), b)
             else:  # seeded sampling: a CPU generator, the same on every device
                 n = torch.randn(b, 1, h, wd, generator=gen).to(x)
             x = x + n * self.noise_strength
@@ -295,15 +298,22 @@ class StyleGenerator(nn.Module):
 
 
 def minibatch_stddev(x: Tensor, group: int = 4) -> Tensor:
-    """Append the mean std over groups of samples as a feature map (Karras et al. 2018)."""
-    b, c, h, w = x.shape
+    """Append the mean std over groups of samples as a feature map (Karras et al. 2018).
+
+    The groups are those of the global batch: a data-parallel rank computes the feature on every
+    rank's samples (:func:`gather_grad`) and keeps its own rows, so that D sees what it would
+    see in one process."""
+    local = x.shape[0]
+    x_all = gather_grad(x)  # (B, C, H, W), B = local * ranks
+    b, c, h, w = x_all.shape
     g = min(group, b)
     while b % g:  # the largest group size <= ``group`` that divides the batch
         g -= 1
-    y = x.float().reshape(g, -1, c, h, w)  # (G, B/G, C, H, W); sample i in group i % (B/G)
+    y = x_all.float().reshape(g, -1, c, h, w)  # (G, B/G, C, H, W); sample i in group i % (B/G)
     y = (y - y.mean(0)).pow(2).mean(0).add(1e-8).sqrt()  # (B/G, C, H, W)
     y = y.mean((1, 2, 3)).reshape(-1, 1, 1, 1).repeat(g, 1, h, w)  # (B, 1, H, W)
-    return torch.cat([x, y.to(x.dtype)], 1)  # (B, C + 1, H, W)
+    y = current_shard().take(y, local)  # (B / ranks, 1, H, W): this rank's rows
+    return torch.cat([x, y.to(x.dtype)], 1)  # (local, C + 1, H, W)
 
 
 # Residual D block (StyleGAN2 Fig. 7c): two 3x3 convs and a 1x1 skip, halving the size.

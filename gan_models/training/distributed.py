@@ -11,7 +11,12 @@ global batch of ``train.batch_size``:
 - the loss of each phase is a mean over the rank's B / W samples, so the mean of the ranks'
   gradients (:func:`average_gradients`) is the gradient of the global batch's mean loss, and
   the logged losses are the means over ranks (:func:`mean_over_ranks`);
-- batch norm normalises with the statistics of the global batch (:class:`GlobalBatchNorm`).
+- batch norm normalises with the statistics of the global batch (:class:`GlobalBatchNorm`);
+  the few layers that look across samples otherwise (StyleGAN's minibatch stddev and average
+  style, CycleGAN's history of fakes, the input banks) gather the global batch themselves
+  (:func:`gan_models.utils.batch_shard.gather`).
+
+Every family of the zoo trains this way (``tests/test_ddp.py`` checks each against one process).
 
 Gradients are averaged with one all_reduce per optimizer step after ``backward`` rather than by
 ``DistributedDataParallel``: the trainer's phases call a network several times before one
@@ -37,12 +42,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from gan_models.errors import ConfigError, GanopsError
-
-# The families whose W-rank runs equal one process on the summed batch (tests/test_ddp.py checks
-# dcgan and wgan-gp). The others are refused: StyleGAN's minibatch-stddev groups samples across
-# the whole batch and its per-layer noise is drawn inside the network per local batch;
-# CycleGAN's image pool keeps a per-process history of fakes; SRGAN is not checked yet.
-DATA_PARALLEL_FAMILIES = ("cgan", "dcgan", "vanilla", "wgan", "wgan-gp")
+from gan_models.utils.batch_shard import sum_over_ranks
 
 # How long a collective waits for a rank before failing: a rank that died is noticed by the
 # launcher (which ends the others) well before this; it bounds a hang the launcher cannot see.
@@ -140,16 +140,9 @@ def _leave() -> None:
         dist.destroy_process_group()
 
 
-def check_parallel(family: str, batch_size: int, world: int) -> None:
+def check_parallel(batch_size: int, world: int) -> None:
     """Refuse what a ``world``-rank run cannot train as one process would."""
-    if world <= 1:
-        return
-    if family not in DATA_PARALLEL_FAMILIES:
-        raise ConfigError(
-            f"model.family: {family} cannot train data-parallel (supported: "
-            f"{', '.join(DATA_PARALLEL_FAMILIES)}); run it with one process"
-        )
-    if batch_size % world:
+    if world > 1 and batch_size % world:
         raise ConfigError(
             f"train.batch_size: {batch_size} is not divisible by the {world} ranks; "
             "the global batch is split into equal shards"
@@ -190,25 +183,6 @@ def mean_over_ranks(values: dict[str, Any], world: int) -> dict[str, Tensor]:
     dist.all_reduce(t)
     t = (t / world).cpu()
     return {k: t[i] for i, k in enumerate(keys)}
-
-
-# The sum over ranks that autograd sees through: the backward of a sum of every rank's value is
-# the sum of every rank's incoming gradient (as torch.distributed.nn's, deprecated in this torch).
-class _SumOverRanks(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x: Tensor) -> Tensor:
-        out = x.clone(memory_format=torch.contiguous_format)
-        dist.all_reduce(out)
-        return out
-
-    @staticmethod
-    def backward(ctx, grad: Tensor) -> Tensor:
-        return _SumOverRanks.apply(grad)
-
-
-def sum_over_ranks(x: Tensor) -> Tensor:
-    """``x`` summed over the ranks, differentiably."""
-    return _SumOverRanks.apply(x)
 
 
 # Batch norm over the global batch of a data-parallel run (Ioffe & Szegedy 2015, as

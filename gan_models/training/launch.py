@@ -93,7 +93,7 @@ def check_launch(
     from gan_models.training.run_dir import restart_reason
 
     launch.check()
-    check_parallel(params.model.family, params.train.batch_size, launch.world)
+    check_parallel(params.train.batch_size, launch.world)
     if not resume or launch.node_rank != 0:  # the run folder is node 0's
         return
     saved = saved_world(run_dir)

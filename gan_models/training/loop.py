@@ -153,7 +153,7 @@ def train(
     if not isinstance(params, TrainParams):
         params = load_params(params, TrainParams, list(overrides))
     with session(params.train.device) as dist:
-        check_parallel(params.model.family, params.train.batch_size, dist.world)
+        check_parallel(params.train.batch_size, dist.world)
         return _train_rank(params, Path(run_dir), resume, data, callbacks, dist)
 
 
