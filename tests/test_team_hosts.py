@@ -270,6 +270,11 @@ def test_a_study_runs_one_trial_on_each_host(hosts):
             os.environ.pop(k, None)
     trial_runs = [r for r in runs if "optuna.trial" in r.data.tags]
     assert len(trial_runs) == 2
+    # each trial's MLflow run names the machine that trained it, as its Optuna trial does
+    by_trial = {t.number: t for t in trials}
+    for r in trial_runs:
+        trial = by_trial[int(r.data.tags["optuna.trial"])]
+        assert r.data.tags["ganops.host"] == trial.user_attrs["host"].split(":")[0], r.data.tags
     keys = hosts.keys("mlflow/")
     for r in trial_runs:
         assert any(f"/{r.info.run_id}/artifacts/" in k for k in keys), r.info.run_id
@@ -313,9 +318,11 @@ def test_the_pipeline_deployment_on_the_second_host_registers_a_champion(hosts):
         hosts.start_worker("here")
     log = (hosts.logs / "worker-there.log").read_text(errors="replace")
     assert run.state.is_completed(), f"{run.state.type}: {run.state.message}\n{log[-4000:]}"
-    # the second host's worker (hostname ganops-host2) ran it, in its clone
+    # the second host's worker (hostname ganops-host2) ran it, in its clone; the flow run
+    # carries that worker's name (hence the host) as Prefect's label
     assert str(run.id) in log, log[-3000:]
     assert f"ganops-{HOST2}-" in log
+    assert run.labels.get("prefect.worker.name", "").startswith(f"ganops-{HOST2}-"), run.labels
     registration = json.loads((clone / "runs/train/registration.json").read_text())
     assert not (root / "runs/train").exists()
     # the champion, read from the team MLflow's REST API with the client credentials
@@ -335,6 +342,7 @@ def test_the_pipeline_deployment_on_the_second_host_registers_a_champion(hosts):
     run_id = champion["run_id"]
     tags = {t["key"]: t["value"] for t in rest("runs/get", run_id=run_id)["run"]["data"]["tags"]}
     assert tags["ganops.prefect_flow_run_id"] == str(run.id), tags
+    assert tags["ganops.host"] == HOST2, tags  # the machine that trained it
     assert Path(tags["ganops.run_dir"]).resolve().is_relative_to(clone.resolve()), tags
     # its artifacts (the registered model's files among them) are in the bucket
     keys = hosts.keys("mlflow/")

@@ -8,6 +8,7 @@ it. Optuna study/trial tags (``optuna.study``, ``optuna.trial``) are passed in b
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ TAG_DATA_VERSION_SOURCE = "ganops.data_version_source"
 TAG_PARAMS_HASH = "ganops.params_hash"
 TAG_FAMILY = "ganops.family"
 TAG_RUN_DIR = "ganops.run_dir"
+TAG_HOST = "ganops.host"  # the machine that trained: which worker of a team pool ran it
 TAG_FLOW_RUN = "ganops.prefect_flow_run_id"
 TAG_OPTUNA_STUDY = "optuna.study"
 TAG_OPTUNA_TRIAL = "optuna.trial"
@@ -47,6 +49,7 @@ LINEAGE_TAGS = (
     TAG_GIT_COMMIT,
     TAG_GIT_DIRTY,
     TAG_FLOW_RUN,
+    TAG_HOST,
     TAG_OPTUNA_STUDY,
     TAG_OPTUNA_TRIAL,
     TAG_OPTUNA_STORAGE,
@@ -221,6 +224,7 @@ def run_tags(
         TAG_GIT_COMMIT: commit,
         TAG_GIT_DIRTY: dirty,
         TAG_RUN_DIR: str(Path(run_dir).resolve()),
+        TAG_HOST: socket.gethostname(),
     }
     if commit != "unknown":
         tags["mlflow.source.git.commit"] = commit  # shown by the MLflow UI
