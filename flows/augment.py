@@ -34,8 +34,11 @@ def augment(params: AugmentFlowParams = AugmentFlowParams()) -> dict[str, Any]:
     out = run_ganops(str(project), args, "augment", gpu=True)
     report = project / paths_for(settings).out
     markdown = "\n\n".join(
-        [f"# Augmentation experiment: {Path(settings.data).name}",
-         (report / "table.md").read_text(), (report / "conclusion.md").read_text()]
+        [
+            f"# Augmentation experiment: {Path(settings.data).name}",
+            (report / "table.md").read_text(),
+            (report / "conclusion.md").read_text(),
+        ]
     )
     create_markdown_artifact(markdown, key="augment-report", description="augmentation experiment")
     return {"report": str(report), "seconds": out["seconds"]}

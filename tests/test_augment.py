@@ -32,8 +32,14 @@ GENERATOR = {
     "model": {"family": "cgan", "latent_dim": 8, "width": 8, "embed_dim": 4},
     "loss": {"type": "hinge"},
     "data": {"path": "unused", "split": "train", "image_size": 8},
-    "train": {"steps": 4, "batch_size": 8, "checkpoint_every": 2, "sample_every": 2,
-              "log_every": 1, "progress": False},
+    "train": {
+        "steps": 4,
+        "batch_size": 8,
+        "checkpoint_every": 2,
+        "sample_every": 2,
+        "log_every": 1,
+        "progress": False,
+    },
 }
 
 
@@ -43,8 +49,11 @@ def bars(tmp_path_factory):
     root = tmp_path_factory.mktemp("data")
     data = write_processed_bars(root / "processed" / "bars")
     features = root / "features" / "bars"
-    train_features(data, FeaturesParams(domain={"epochs": 4, "batch_size": 16, "width": 8,
-                                                "hidden": 16}), features)
+    train_features(
+        data,
+        FeaturesParams(domain={"epochs": 4, "batch_size": 16, "width": 8, "hidden": 16}),
+        features,
+    )
     gen = root / "cgan-bars.yaml"
     gen.write_text(yaml.safe_dump(GENERATOR))
     return data, features, gen
@@ -53,10 +62,16 @@ def bars(tmp_path_factory):
 def tiny_params(bars, tmp_path, **update) -> dict:
     data, features, gen = bars
     p = {
-        "data": str(data), "features_dir": str(features), "k": [4, 8], "seeds": 2,
-        "ratios": [1, 2], "classifier": {"steps": 6, "batch_size": 8, "width": 4, "hidden": 8},
+        "data": str(data),
+        "features_dir": str(features),
+        "k": [4, 8],
+        "seeds": 2,
+        "ratios": [1, 2],
+        "classifier": {"steps": 6, "batch_size": 8, "width": 4, "hidden": 8},
         "generator": {"params": str(gen), "n_samples": 24},
-        "workers": 1, "out": str(tmp_path / "reports"), "runs": str(tmp_path / "runs"),
+        "workers": 1,
+        "out": str(tmp_path / "reports"),
+        "runs": str(tmp_path / "runs"),
     }
     p.update(update)
     return p
@@ -67,8 +82,15 @@ def test_every_arm_runs_end_to_end_and_is_tracked(bars, tmp_path, monkeypatch):
     params = AugmentParams(**tiny_params(bars, tmp_path))
     report = run_experiment(params, tracking_uri=uri, echo=lambda s: None)
     arms = [a.name for a in params.expanded_arms()]
-    assert arms == ["real", "classical", "synthetic-1x", "synthetic-2x",
-                    "classical+synthetic-1x", "classical+synthetic-2x", "synthetic-only"]
+    assert arms == [
+        "real",
+        "classical",
+        "synthetic-1x",
+        "synthetic-2x",
+        "classical+synthetic-1x",
+        "classical+synthetic-2x",
+        "synthetic-only",
+    ]
     out = tmp_path / "reports" / "bars"
     summary = report["summary"]
     for k in ("k4", "k8"):
@@ -95,11 +117,16 @@ def test_every_arm_runs_end_to_end_and_is_tracked(bars, tmp_path, monkeypatch):
     names = {r.info.run_name for r in children}
     assert set(arms) <= names and {"cgan-bars-k4", "cgan-bars-k8"} <= names
     child = next(r for r in children if r.info.run_name == "classical")
-    assert child.data.metrics["accuracy_k4"] == pytest.approx(summary["k4"]["classical"]["accuracy"])
+    assert child.data.metrics["accuracy_k4"] == pytest.approx(
+        summary["k4"]["classical"]["accuracy"]
+    )
     versions = client.search_model_versions("name='cgan-bars-k4'")
     assert len(versions) == 1
     assert {a.path for a in client.list_artifacts(parent[0].info.run_id, "augment")} >= {
-        "augment/accuracy.png", "augment/table.md", "augment/metrics.json"}
+        "augment/accuracy.png",
+        "augment/table.md",
+        "augment/metrics.json",
+    }
     # a second run reuses the generators (same params) and gives the same accuracies
     again = run_experiment(params, tracking_uri=uri, echo=lambda s: None)
     assert again["summary"] == summary
@@ -151,7 +178,7 @@ def test_classical_shift_and_flip_match_their_closed_forms():
     y = augment_batch(x.repeat(16, 1, 1, 1), flip_only, torch.Generator().manual_seed(0))
     flipped = [torch.allclose(yi, x[i % 2].flip(-1), atol=1e-5) for i, yi in enumerate(y)]
     same = [torch.allclose(yi, x[i % 2], atol=1e-5) for i, yi in enumerate(y)]
-    assert all(f or s for f, s in zip(flipped, same)) and any(flipped) and any(same)
+    assert all(f or s for f, s in zip(flipped, same, strict=True)) and any(flipped) and any(same)
 
 
 def test_intervals_and_verdicts_against_closed_forms():
@@ -172,16 +199,18 @@ def test_intervals_and_verdicts_against_closed_forms():
 
 
 def ganops(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "gan_models.cli", *args], cwd=cwd,
-                          capture_output=True, text=True)
+    return subprocess.run(
+        [sys.executable, "-m", "gan_models.cli", *args], cwd=cwd, capture_output=True, text=True
+    )
 
 
 def bad_input_cases(bars, tmp_path) -> list[tuple[dict, list[str], str]]:
     data, _, gen = bars
     unlabelled = tmp_path / "unlabelled"
     for split in ("train", "test"):
-        write_imageset(unlabelled / split, {"images": np.zeros((6, 1, 8, 8), np.uint8)},
-                       meta={"name": "u"})
+        write_imageset(
+            unlabelled / split, {"images": np.zeros((6, 1, 8, 8), np.uint8)}, meta={"name": "u"}
+        )
     dcgan = tmp_path / "dcgan.yaml"
     dcgan.write_text(yaml.safe_dump({**GENERATOR, "model": {"family": "dcgan", "width": 8}}))
     return [

@@ -684,19 +684,27 @@ def test_augment_flow_runs_the_experiment_and_publishes_its_report(tmp_path):
     from gan_models.metrics.extractors import train_features
 
     data = write_processed_bars(tmp_path / "data" / "processed" / "bars")
-    train_features(data, FeaturesParams(domain={"epochs": 4, "batch_size": 16, "width": 8,
-                                                "hidden": 16}), tmp_path / "models/features/bars")
+    train_features(
+        data,
+        FeaturesParams(domain={"epochs": 4, "batch_size": 16, "width": 8, "hidden": 16}),
+        tmp_path / "models/features/bars",
+    )
     (tmp_path / "params").mkdir()
     (tmp_path / "params" / "cgan-bars.yaml").write_text(yaml.safe_dump(GENERATOR))
     settings = {
-        "data": "data/processed/bars", "k": [4], "seeds": 2, "ratios": [1],
+        "data": "data/processed/bars",
+        "k": [4],
+        "seeds": 2,
+        "ratios": [1],
         "classifier": {"steps": 4, "batch_size": 8, "width": 4, "hidden": 8},
-        "generator": {"params": "params/cgan-bars.yaml", "n_samples": 24}, "workers": 1,
+        "generator": {"params": "params/cgan-bars.yaml", "n_samples": 24},
+        "workers": 1,
     }
     (tmp_path / "params" / "augment.yaml").write_text(yaml.safe_dump({"augment": settings}))
     state = augment(
-        AugmentFlowParams(project_dir=str(tmp_path), arms=["synthetic"],
-                          overrides=["augment.seeds=3"]),
+        AugmentFlowParams(
+            project_dir=str(tmp_path), arms=["synthetic"], overrides=["augment.seeds=3"]
+        ),
         return_state=True,
     )
     assert state.is_completed(), state.message

@@ -161,19 +161,22 @@ def test_unpaired_train_split_streams_with_the_values_in_memory(processed, budge
     root = tmp_path / "pair"
     train = load_split(processed, "train").images  # reuse the bars as two domains
     raw = np.asarray(splits.read_imageset(processed / "train").images)
-    write_imageset(root / "train", {"a": raw[:150], "b": raw[150:]}, meta={"name": "pair"},
-                   kind="unpaired")
+    write_imageset(
+        root / "train", {"a": raw[:150], "b": raw[150:]}, meta={"name": "pair"}, kind="unpaired"
+    )
     lazy, whole = open_unpaired_split(root, "train", 8), load_unpaired_split(root, "train", 8)
     for k in ("a", "b"):
         assert isinstance(lazy[k], ScaledImages) and lazy[k].shape == whole[k].shape
         np.testing.assert_array_equal(np.asarray(lazy[k]), whole[k])
     ext = small_extractor()
     kw = {"split": "pair:b/train", "max_features": 10000}
-    memory = reference_stats(load_unpaired_split(root, "train", None)["b"], ext,
-                             cache_dir=tmp_path / "memory", **kw)
+    memory = reference_stats(
+        load_unpaired_split(root, "train", None)["b"], ext, cache_dir=tmp_path / "memory", **kw
+    )
     budget["max_rows"] = 0
-    streamed = reference_stats(open_unpaired_split(root, "train", None)["b"], ext,
-                               cache_dir=tmp_path / "streamed", **kw)
+    streamed = reference_stats(
+        open_unpaired_split(root, "train", None)["b"], ext, cache_dir=tmp_path / "streamed", **kw
+    )
     assert 0 < budget["max_rows"] <= BUDGET_ROWS
     assert streamed.mu.tobytes() == memory.mu.tobytes()
     assert streamed.sigma.tobytes() == memory.sigma.tobytes()

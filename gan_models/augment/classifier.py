@@ -24,12 +24,18 @@ class SmallCNN(nn.Module):
         super().__init__()
         c = p.width
         self.body = nn.Sequential(
-            nn.Conv2d(in_channels, c, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(c, 2 * c, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(in_channels, c, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(c, 2 * c, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
             nn.Flatten(),
         )
         self.head = nn.Sequential(
-            nn.Linear(2 * c * (size // 4) ** 2, p.hidden), nn.ReLU(), nn.Dropout(p.dropout),
+            nn.Linear(2 * c * (size // 4) ** 2, p.hidden),
+            nn.ReLU(),
+            nn.Dropout(p.dropout),
             nn.Linear(p.hidden, num_classes),
         )
 

@@ -92,8 +92,13 @@ class AugmentParams(Section):
     subset_seed: int = 0
     seeds: int = Field(5, ge=2, description="classifier seeds per arm and k")
     arms: list[str] = Field(
-        default_factory=lambda: ["real", "classical", "synthetic", "classical+synthetic",
-                                 "synthetic-only"]
+        default_factory=lambda: [
+            "real",
+            "classical",
+            "synthetic",
+            "classical+synthetic",
+            "synthetic-only",
+        ]
     )
     ratios: list[float] = Field(default_factory=lambda: [1.0, 4.0])
     classical: ClassicalParams = Field(default_factory=ClassicalParams)

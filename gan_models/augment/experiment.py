@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from gan_models.augment.classifier import accuracy, train_classifier
-from gan_models.augment.config import AugmentParams, Arm, as_dict
+from gan_models.augment.config import Arm, AugmentParams, as_dict
 from gan_models.augment.report import (
     conclusion,
     plot_csv,
@@ -70,9 +70,7 @@ def generator_params(params: AugmentParams, subset: Path):
     g = params.generator
     if not Path(g.params).is_file():
         raise ConfigError(f"augment.generator.params: {g.params} does not exist")
-    tp = load_params(
-        g.params, TrainParams, [*g.set, f"data.path={subset}", "data.split=train"]
-    )
+    tp = load_params(g.params, TrainParams, [*g.set, f"data.path={subset}", "data.split=train"])
     if not get_family(tp.model.family).conditional:
         raise ConfigError(
             f"augment.generator.params: {g.params} trains the {tp.model.family} family, which is "
@@ -99,8 +97,9 @@ def check_inputs(params: AugmentParams) -> None:
             )
 
 
-def _train_generator(params: AugmentParams, paths: Paths, k: int, tracking_uri: str,
-                     echo: Callable[[str], None]) -> dict[str, Any]:
+def _train_generator(
+    params: AugmentParams, paths: Paths, k: int, tracking_uri: str, echo: Callable[[str], None]
+) -> dict[str, Any]:
     """Train (or reuse), evaluate and register the conditional generator of subset k."""
     from gan_models.evaluation import evaluate_run
     from gan_models.metrics.config import EvaluateParams, FeaturesParams
@@ -118,8 +117,13 @@ def _train_generator(params: AugmentParams, paths: Paths, k: int, tracking_uri: 
     else:
         t0 = time.perf_counter()
         tracked_train(
-            tp, run_dir, resume="auto", tracking_uri=tracking_uri, experiment=params.experiment,
-            run_name=f"{tp.model.family}-{paths.name}-k{k}", log_system_metrics=False,
+            tp,
+            run_dir,
+            resume="auto",
+            tracking_uri=tracking_uri,
+            experiment=params.experiment,
+            run_name=f"{tp.model.family}-{paths.name}-k{k}",
+            log_system_metrics=False,
             tags={"augment.k": str(k)},
         )
         seconds = time.perf_counter() - t0
@@ -131,13 +135,18 @@ def _train_generator(params: AugmentParams, paths: Paths, k: int, tracking_uri: 
     else:
         features_dir = params.features_dir or str(FEATURES_ROOT / paths.name)
         metrics = evaluate_run(
-            run_dir, features=FeaturesParams(),
+            run_dir,
+            features=FeaturesParams(),
             evaluate=EvaluateParams(n_samples=params.generator.n_samples),
             features_dir=features_dir,
         )
-    out = {"run_dir": str(run_dir), "train_seconds": seconds,
-           "fid": metrics["fid"]["value"], "fid_ci95": metrics["fid"].get("ci95"),
-           "cas": (metrics.get("cas") or {}).get("accuracy")}
+    out = {
+        "run_dir": str(run_dir),
+        "train_seconds": seconds,
+        "fid": metrics["fid"]["value"],
+        "fid_ci95": metrics["fid"].get("ci95"),
+        "cas": (metrics.get("cas") or {}).get("accuracy"),
+    }
     if params.generator.register_model:
         record = run_dir / "registered.json"  # this generator's version, once registered
         if seconds is None and record.is_file():
@@ -150,8 +159,9 @@ def _train_generator(params: AugmentParams, paths: Paths, k: int, tracking_uri: 
     return out
 
 
-def _synthetic_pool(run_dir: Path, per_class: int, num_classes: int, seed: int,
-                    size: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _synthetic_pool(
+    run_dir: Path, per_class: int, num_classes: int, seed: int, size: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``per_class`` images of every class from the run's generator, class by class in blocks
     so that the first n of each class are the same whatever ``per_class`` is."""
     from gan_models.sampling import RunGenerator
@@ -160,13 +170,19 @@ def _synthetic_pool(run_dir: Path, per_class: int, num_classes: int, seed: int,
     labels = torch.arange(num_classes).repeat(per_class)  # round-robin: 0..K-1, 0..K-1, ...
     images, _ = gen.generate(len(labels), seed, labels=labels)
     if images.shape[-1] != size:
-        images = F.interpolate(images, size=(size, size), mode="bilinear", antialias=True,
-                               align_corners=False)
+        images = F.interpolate(
+            images, size=(size, size), mode="bilinear", antialias=True, align_corners=False
+        )
     return images, labels
 
 
-def _arm_data(arm: Arm, k: int, real: tuple[torch.Tensor, torch.Tensor],
-              pool: tuple[torch.Tensor, torch.Tensor] | None, num_classes: int):
+def _arm_data(
+    arm: Arm,
+    k: int,
+    real: tuple[torch.Tensor, torch.Tensor],
+    pool: tuple[torch.Tensor, torch.Tensor] | None,
+    num_classes: int,
+):
     """The arm's training set: the real subset and/or the first ratio x k synthetic per class."""
     xs, ys = [], []
     if arm.real:
@@ -180,18 +196,26 @@ def _arm_data(arm: Arm, k: int, real: tuple[torch.Tensor, torch.Tensor],
     return torch.cat(xs), torch.cat(ys)
 
 
-def _fit_one(job: tuple, test: tuple[torch.Tensor, torch.Tensor], num_classes: int,
-             params: AugmentParams) -> float:
+def _fit_one(
+    job: tuple, test: tuple[torch.Tensor, torch.Tensor], num_classes: int, params: AugmentParams
+) -> float:
     """Train one arm's classifier for one seed and score it on the test split."""
     _, seed, classical, x, y = job
     with pinned_threads(True):  # one thread: the same numbers on any core count
-        model = train_classifier(x, y, num_classes=num_classes, p=params.classifier, seed=seed,
-                                 classical=params.classical if classical else None)
+        model = train_classifier(
+            x,
+            y,
+            num_classes=num_classes,
+            p=params.classifier,
+            seed=seed,
+            classical=params.classical if classical else None,
+        )
         return accuracy(model, *test)
 
 
-def _fit_all(jobs: list[tuple], test, num_classes: int, params: AugmentParams,
-             workers: int) -> list[float]:
+def _fit_all(
+    jobs: list[tuple], test, num_classes: int, params: AugmentParams, workers: int
+) -> list[float]:
     """Every job's accuracy, in job order: in this process, or in ``workers`` processes (each
     single-threaded, so the numbers are the same either way)."""
     fit = partial(_fit_one, test=test, num_classes=num_classes, params=params)
@@ -237,48 +261,61 @@ def run_experiment(
     t_start = time.perf_counter()
     with using_tracking_uri(uri):
         exp_id = ensure_experiment(params.experiment, uri)
-        with mlflow.start_run(experiment_id=exp_id, run_name=f"augment-{paths.name}",
-                              log_system_metrics=False) as parent:
+        with mlflow.start_run(
+            experiment_id=exp_id, run_name=f"augment-{paths.name}", log_system_metrics=False
+        ) as parent:
             mlflow.log_dict(as_dict(params), "augment_params.json")
             mlflow.set_tags({"ganops.kind": "augment", "ganops.dataset": paths.name})
             for k in params.k:
                 manifest = write_subset(source, paths.subset(k), k, params.subset_seed)
                 echo(f"k={k}: subset of {manifest['count']} images ({paths.subset(k)})")
                 sub = labelled_split(paths.subset(k), "train")
-                real = (to_model_range(np.array(sub.images), size),
-                        torch.from_numpy(np.asarray(sub.labels)))
+                real = (
+                    to_model_range(np.array(sub.images), size),
+                    torch.from_numpy(np.asarray(sub.labels)),
+                )
                 if params.needs_generator():
                     generators[f"k{k}"] = g = _train_generator(params, paths, k, uri, echo)
-                    echo(f"k={k}: generator FID {g['fid']:.1f}"
-                         + (f", registered {g['registered']}" if "registered" in g else ""))
+                    echo(
+                        f"k={k}: generator FID {g['fid']:.1f}"
+                        + (f", registered {g['registered']}" if "registered" in g else "")
+                    )
                 per_class = int(math.ceil(max(params.ratios) * k))
                 jobs = []
                 for seed in range(params.seeds):
                     pool = None
                     if params.needs_generator():
-                        pool = _synthetic_pool(paths.generator(k), per_class, num_classes,
-                                               SYNTHETIC_SEED + seed, size)
+                        pool = _synthetic_pool(
+                            paths.generator(k), per_class, num_classes, SYNTHETIC_SEED + seed, size
+                        )
                     for arm in arms:
                         x, y = _arm_data(arm, k, real, pool, num_classes)
                         jobs.append((arm.name, seed, arm.classical, x, y))
                 t0 = time.perf_counter()
                 accs = _fit_all(jobs, (test_x, test_y), num_classes, params, workers)
                 results[k] = {a.name: [] for a in arms}
-                for (name, *_), acc in zip(jobs, accs):
+                for (name, *_), acc in zip(jobs, accs, strict=True):
                     results[k][name].append(acc)  # jobs are in seed order within each arm
-                echo(f"k={k}: {len(jobs)} classifiers in {time.perf_counter() - t0:.0f} s: "
-                     + ", ".join(f"{a.name} {100 * np.mean(results[k][a.name]):.1f}%"
-                                 for a in arms))
-            report = write_report(params, paths, arms, results, generators,
-                                  seconds=time.perf_counter() - t_start)
+                echo(
+                    f"k={k}: {len(jobs)} classifiers in {time.perf_counter() - t0:.0f} s: "
+                    + ", ".join(f"{a.name} {100 * np.mean(results[k][a.name]):.1f}%" for a in arms)
+                )
+            report = write_report(
+                params, paths, arms, results, generators, seconds=time.perf_counter() - t_start
+            )
             _log_mlflow(parent.info.run_id, exp_id, arms, report, paths)
     echo(report["conclusion"])
     return report
 
 
-def write_report(params: AugmentParams, paths: Paths, arms: list[Arm],
-                 results: dict[int, dict[str, list[float]]], generators: dict[str, Any],
-                 seconds: float) -> dict[str, Any]:
+def write_report(
+    params: AugmentParams,
+    paths: Paths,
+    arms: list[Arm],
+    results: dict[int, dict[str, list[float]]],
+    generators: dict[str, Any],
+    seconds: float,
+) -> dict[str, Any]:
     """metrics.json (dvc metrics), accuracy.csv (dvc plots), table.md, conclusion.md, the
     plot and results.json (every seed's accuracy) in ``paths.out``, each written atomically."""
     names = [a.name for a in arms]
@@ -287,8 +324,10 @@ def write_report(params: AugmentParams, paths: Paths, arms: list[Arm],
     text = conclusion(summary, names, params.seeds)
     paths.out.mkdir(parents=True, exist_ok=True)
     metrics = {
-        k: {a: {m: round(v, 4) for m, v in e.items() if isinstance(v, float)}
-            for a, e in row.items()}
+        k: {
+            a: {m: round(v, 4) for m, v in e.items() if isinstance(v, float)}
+            for a, e in row.items()
+        }
         for k, row in summary.items()
     }
     files = {
@@ -297,8 +336,16 @@ def write_report(params: AugmentParams, paths: Paths, arms: list[Arm],
         "table.md": table,
         "conclusion.md": text,
         "results.json": json.dumps(
-            {"summary": summary, "generators": generators, "arms": names,
-             "params": as_dict(params)}, indent=2, sort_keys=True) + "\n",
+            {
+                "summary": summary,
+                "generators": generators,
+                "arms": names,
+                "params": as_dict(params),
+            },
+            indent=2,
+            sort_keys=True,
+        )
+        + "\n",
     }
     for fname, body in files.items():
         with atomic_path(paths.out / fname) as tmp:
@@ -309,29 +356,59 @@ def write_report(params: AugmentParams, paths: Paths, arms: list[Arm],
     import matplotlib.pyplot as plt
 
     plt.close(fig)
-    return {"summary": summary, "table": table, "conclusion": text, "generators": generators,
-            "out": str(paths.out), "seconds": round(seconds, 1)}
+    return {
+        "summary": summary,
+        "table": table,
+        "conclusion": text,
+        "generators": generators,
+        "out": str(paths.out),
+        "seconds": round(seconds, 1),
+    }
 
 
-def _log_mlflow(parent_id: str, exp_id: str, arms: list[Arm], report: dict[str, Any],
-                paths: Paths) -> None:
+def _log_mlflow(
+    parent_id: str, exp_id: str, arms: list[Arm], report: dict[str, Any], paths: Paths
+) -> None:
     import mlflow
 
     for arm in arms:
         with mlflow.start_run(experiment_id=exp_id, run_name=arm.name, nested=True):
-            mlflow.log_params({"arm": arm.name, "real": arm.real, "classical": arm.classical,
-                               "synthetic_ratio": arm.ratio, "describe": arm.describe()})
+            mlflow.log_params(
+                {
+                    "arm": arm.name,
+                    "real": arm.real,
+                    "classical": arm.classical,
+                    "synthetic_ratio": arm.ratio,
+                    "describe": arm.describe(),
+                }
+            )
             for k, row in report["summary"].items():
                 e = row[arm.name]
-                mlflow.log_metrics({f"accuracy_{k}": e["accuracy"], f"accuracy_{k}_low": e["low"],
-                                    f"accuracy_{k}_high": e["high"]})
+                mlflow.log_metrics(
+                    {
+                        f"accuracy_{k}": e["accuracy"],
+                        f"accuracy_{k}_low": e["low"],
+                        f"accuracy_{k}_high": e["high"],
+                    }
+                )
                 if "diff" in e:
-                    mlflow.log_metrics({f"diff_{k}": e["diff"], f"diff_{k}_low": e["diff_low"],
-                                        f"diff_{k}_high": e["diff_high"]})
+                    mlflow.log_metrics(
+                        {
+                            f"diff_{k}": e["diff"],
+                            f"diff_{k}_low": e["diff_low"],
+                            f"diff_{k}_high": e["diff_high"],
+                        }
+                    )
                 for seed, acc in enumerate(e["seeds"]):
                     mlflow.log_metric(f"accuracy_{k}_by_seed", acc, step=seed)
-    for fname in ("metrics.json", "accuracy.csv", "table.md", "conclusion.md", "results.json",
-                  "accuracy.png"):
+    for fname in (
+        "metrics.json",
+        "accuracy.csv",
+        "table.md",
+        "conclusion.md",
+        "results.json",
+        "accuracy.png",
+    ):
         mlflow.log_artifact(str(paths.out / fname), "augment")
     for k, g in report["generators"].items():
         mlflow.log_metric(f"generator_fid_{k}", g["fid"])

@@ -80,8 +80,13 @@ def table_markdown(summary: dict[str, Any], arms: list[str], descriptions: dict[
             for e in (summary[k][arm] for k in ks)
         ]
         lines.append(f"| {arm} | {descriptions[arm]} | " + " | ".join(cells) + " |")
-    lines += ["", "Difference from real only (points), paired by seed [95% CI]:", "",
-              "| arm | " + " | ".join(f"k = {k[1:]}" for k in ks) + " |", "|---|" + "---|" * len(ks)]
+    lines += [
+        "",
+        "Difference from real only (points), paired by seed [95% CI]:",
+        "",
+        "| arm | " + " | ".join(f"k = {k[1:]}" for k in ks) + " |",
+        "|---|" + "---|" * len(ks),
+    ]
     for arm in arms:
         if arm == BASELINE:
             continue
@@ -115,7 +120,9 @@ def conclusion(summary: dict[str, Any], arms: list[str], n_seeds: int) -> str:
         parts = [f"{v} at {', '.join(items)}" for v, items in by.items() if items]
         lines.append(f"- {arm}: " + "; ".join(parts) + ".")
     # The question users ask: does synthetic data beat the classical baseline?
-    syn = [a for a in arms if "synthetic" in a and a.startswith("synthetic-") and a != "synthetic-only"]
+    syn = [
+        a for a in arms if "synthetic" in a and a.startswith("synthetic-") and a != "synthetic-only"
+    ]
     if "classical" in arms and syn:
         for k in _ks(summary):
             row = summary[k]
@@ -154,8 +161,15 @@ def plot_figure(summary: dict[str, Any], arms: list[str], title: str):
         err = np.array([[x["accuracy"] - x["low"], x["high"] - x["accuracy"]] for x in e]).T * 100
         # spread the arms a little along x so the error bars do not hide each other
         xs = np.array(ks) * (1 + 0.03 * (i - (len(arms) - 1) / 2))
-        ax.errorbar(xs, y, yerr=err, marker="o", capsize=3, label=arm,
-                    linestyle="--" if arm == BASELINE else "-")
+        ax.errorbar(
+            xs,
+            y,
+            yerr=err,
+            marker="o",
+            capsize=3,
+            label=arm,
+            linestyle="--" if arm == BASELINE else "-",
+        )
     ax.set_xscale("log")
     ax.set_xticks(ks, [str(k) for k in ks])
     ax.set_xlabel("real training images per class (k)")

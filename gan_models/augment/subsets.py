@@ -89,7 +89,11 @@ def write_subset(source: Path, out: Path, k: int, seed: int) -> dict[str, Any]:
     manifest_path = out / "manifest.json"
     if manifest_path.is_file():
         old = json.loads(manifest_path.read_text())
-        if old.get("source_manifest_sha256") == src_sha and old.get("k") == k and old.get("seed") == seed:
+        if (
+            old.get("source_manifest_sha256") == src_sha
+            and old.get("k") == k
+            and old.get("seed") == seed
+        ):
             return old
     train = labelled_split(source, "train")
     test = labelled_split(source, "test")
@@ -115,8 +119,11 @@ def write_subset(source: Path, out: Path, k: int, seed: int) -> dict[str, Any]:
             tmp / "train",
             {"images": images},
             labels=np.asarray(train.labels)[idx],
-            meta={**meta, "name": f"{name}/train", "origin": {"subset_of": str(source), "k": k,
-                                                             "seed": seed}},
+            meta={
+                **meta,
+                "name": f"{name}/train",
+                "origin": {"subset_of": str(source), "k": k, "seed": seed},
+            },
         )
         shutil.copytree(source / "test", tmp / "test")
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
