@@ -130,7 +130,8 @@ def losses(run_dir: Path) -> list[dict]:
 def noise_only(params: Path, spec: DataSpec) -> frozenset[str]:
     """Names in generator.safetensors of the biases a norm right after removes, and of the
     running means that follow them."""
-    G = FAMILIES[load_run_config(params).model.family].build(load_run_config(params), spec)["G"]
+    config = load_run_config(params)
+    G = FAMILIES[config.model.family].build(config, spec)["G"]
     names = set()
     for path, m in G.named_modules():
         kids = list(m.named_children())
